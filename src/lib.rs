@@ -1,0 +1,16 @@
+//! ringwatch: a thread-per-core io_uring service-health monitor.
+//!
+//! Start at `shard` (what runs on each core), then `sched` (when to probe), `probe` (how),
+//! `state` (what it means) and `store` (where it is kept). `docs/architecture.md` has the map.
+
+pub mod config;
+pub mod dns;
+pub mod http;
+pub mod mesh;
+pub mod model;
+pub mod probe;
+pub mod sched;
+pub mod shard;
+pub mod state;
+pub mod stats;
+pub mod store;

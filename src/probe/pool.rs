@@ -1,0 +1,1 @@
+//! Keep-alive connection pool, per shard, keyed by target (address, scheme, host).

@@ -1,0 +1,1 @@
+//! SQLite backend (rusqlite, bundled, WAL): the default, embedded store.

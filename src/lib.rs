@@ -5,11 +5,13 @@
 
 pub mod config;
 pub mod dns;
+pub mod event;
 pub mod http;
 pub mod mesh;
 pub mod model;
 pub mod probe;
 pub mod sched;
+pub mod server;
 pub mod shard;
 pub mod state;
 pub mod stats;

@@ -1,1 +1,697 @@
-//! shard (in progress)
+//! A shard: one pinned thread, one monoio executor, and everything it owns.
+//!
+//! A shard owns a slice of the services (`ServiceId::owner`), schedules and probes them, runs
+//! their state machines, and serves the HTTP connections the kernel hands its listener
+//! (SO_REUSEPORT). Nothing it owns is shared: other threads reach it only through the mesh.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use monoio::net::{ListenerOpts, TcpListener};
+
+use crate::config::{DriverChoice, ServerConfig};
+use crate::dns::ResolverHandle;
+use crate::event::{Event, EventKind};
+use crate::http::{self, Request, Response};
+use crate::mesh::{From, Mesh};
+use crate::model::{ProbeResult, ServiceId, ServiceSpec, Source, Status, Transition, UnixMillis};
+use crate::probe::Prober;
+use crate::sched::{self, Due, Scheduler};
+use crate::state::{Health, SeqCounter};
+use crate::stats::{self, GlobalStats, HttpReject, ShardStats, Skip, StatsSnapshot};
+use crate::store::{Record, StoreHandle};
+
+/// Messages shards (and control threads) send each other through the mesh.
+pub enum ShardMsg {
+    /// An event to fan out to this shard's clients.
+    Event(Arc<Event>),
+    /// Reply with this shard's stats.
+    Stats(futures_channel::oneshot::Sender<StatsSnapshot>),
+    /// The full set of config-defined services this shard must own now (SIGHUP reload).
+    ReplaceConfig(Vec<Arc<ServiceSpec>>),
+    /// Stop probing, finish in-flight probes (up to the grace period) and exit.
+    Shutdown,
+}
+
+/// Process-wide state every shard can read; written only through atomics.
+pub struct Shared {
+    /// The ring mesh.
+    pub mesh: Arc<Mesh<ShardMsg>>,
+    /// Producer side of the storage writer queue.
+    pub store: StoreHandle,
+    /// Global transition seq.
+    pub seq: SeqCounter,
+    /// DNS resolver threads.
+    pub resolver: ResolverHandle,
+    /// Server settings.
+    pub server: ServerConfig,
+    /// Process start.
+    pub started: Instant,
+    /// Shards that are up and listening.
+    pub shards_ready: AtomicUsize,
+    /// Set when shutdown begins (readyz turns 503).
+    pub stopping: AtomicBool,
+}
+
+impl Shared {
+    /// True when every shard listens and shutdown has not begun.
+    pub fn ready(&self) -> bool {
+        self.shards_ready.load(Ordering::Acquire) == self.mesh.shards()
+            && !self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// A single-waiter notification for tasks on one shard.
+#[derive(Default)]
+struct LocalNotify {
+    set: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl LocalNotify {
+    fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn poll_notified(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.set.replace(false) {
+            Poll::Ready(())
+        } else {
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    }
+
+    /// Waits for a notification or until `deadline`, whichever is first.
+    async fn notified_or(&self, deadline: Option<Instant>) {
+        let mut sleep = pin!(async move {
+            match deadline {
+                Some(d) => monoio::time::sleep_until(monoio::time::Instant::from_std(d)).await,
+                None => std::future::pending::<()>().await,
+            }
+        });
+        poll_fn(|cx| {
+            if self.poll_notified(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+/// A service as its shard holds it.
+struct Slot {
+    spec: Arc<ServiceSpec>,
+    health: Health,
+    /// Bumped whenever the planned entry in the heap must be ignored.
+    generation: u32,
+    /// A probe of this service is running.
+    running: bool,
+    /// Latency of the last probe, for snapshots.
+    last_latency: Duration,
+}
+
+/// Most probes a shard runs at once; beyond it, due probes wait (their lag shows it).
+const MAX_INFLIGHT: usize = 8192;
+
+/// One shard's state. Lives in an `Rc` on its own thread.
+pub struct Shard {
+    id: usize,
+    driver: &'static str,
+    shared: Arc<Shared>,
+    prober: Prober,
+    services: RefCell<HashMap<ServiceId, Slot>>,
+    sched: RefCell<Scheduler>,
+    stats: RefCell<ShardStats>,
+    wake_sched: LocalNotify,
+    probe_done: LocalNotify,
+    inflight: Cell<usize>,
+    stopping: Cell<bool>,
+    connections: Cell<usize>,
+}
+
+impl Shard {
+    fn new(id: usize, driver: &'static str, shared: Arc<Shared>) -> Rc<Self> {
+        let prober = Prober::new(shared.resolver.clone(), shared.server.probe);
+        Rc::new(Shard {
+            id,
+            driver,
+            shared,
+            prober,
+            services: RefCell::new(HashMap::new()),
+            sched: RefCell::new(Scheduler::new()),
+            stats: RefCell::new(ShardStats::default()),
+            wake_sched: LocalNotify::default(),
+            probe_done: LocalNotify::default(),
+            inflight: Cell::new(0),
+            stopping: Cell::new(false),
+            connections: Cell::new(0),
+        })
+    }
+
+    /// Adds or replaces a service, keeping its health when it already exists.
+    fn upsert(&self, spec: Arc<ServiceSpec>) {
+        let now = Instant::now();
+        let mut services = self.services.borrow_mut();
+        let mut sched = self.sched.borrow_mut();
+        match services.get_mut(&spec.id) {
+            Some(slot) => {
+                let replan = slot.spec.interval != spec.interval || slot.spec.paused != spec.paused;
+                slot.spec = spec;
+                if replan {
+                    slot.generation = slot.generation.wrapping_add(1);
+                    if !slot.spec.paused {
+                        sched.push(Due {
+                            at: sched::first_run(now, slot.spec.interval),
+                            service: slot.spec.id,
+                            generation: slot.generation,
+                        });
+                    }
+                }
+            }
+            None => {
+                if !spec.paused {
+                    sched.push(Due {
+                        at: sched::first_run(now, spec.interval),
+                        service: spec.id,
+                        generation: 0,
+                    });
+                }
+                services.insert(
+                    spec.id,
+                    Slot {
+                        spec,
+                        health: Health::new(UnixMillis::now()),
+                        generation: 0,
+                        running: false,
+                        last_latency: Duration::ZERO,
+                    },
+                );
+            }
+        }
+        drop(sched);
+        drop(services);
+        self.wake_sched.notify();
+    }
+
+    /// Replaces the config-defined services with `specs`; API-defined ones are untouched.
+    fn replace_config(&self, specs: Vec<Arc<ServiceSpec>>) {
+        let keep: std::collections::HashSet<ServiceId> = specs.iter().map(|s| s.id).collect();
+        let removed: Vec<ServiceId> = self
+            .services
+            .borrow()
+            .values()
+            .filter(|s| s.spec.source == Source::Config && !keep.contains(&s.spec.id))
+            .map(|s| s.spec.id)
+            .collect();
+        for id in &removed {
+            self.services.borrow_mut().remove(id);
+        }
+        let (mut added, mut changed) = (0, 0);
+        for spec in specs {
+            match self.services.borrow().get(&spec.id) {
+                None => added += 1,
+                Some(old) if !same_definition(&old.spec, &spec) => changed += 1,
+                Some(_) => {}
+            }
+            self.upsert(spec);
+        }
+        if self.sched.borrow().len() > 2 * self.services.borrow().len() + 1024 {
+            let services = self.services.borrow();
+            self.sched.borrow_mut().compact(|d| {
+                services
+                    .get(&d.service)
+                    .is_some_and(|s| s.generation == d.generation)
+            });
+        }
+        tracing::info!(
+            shard = self.id,
+            added,
+            changed,
+            removed = removed.len(),
+            "config services reconciled"
+        );
+    }
+
+    /// Plans and starts every due probe, then sleeps until the next one (or a change).
+    async fn scheduler_loop(self: Rc<Self>) {
+        loop {
+            if self.stopping.get() {
+                return;
+            }
+            let now = Instant::now();
+            loop {
+                if self.inflight.get() >= MAX_INFLIGHT {
+                    break;
+                }
+                let due = self.sched.borrow_mut().pop_due(now);
+                match due {
+                    Some(due) => self.start_due(due, now),
+                    None => break,
+                }
+            }
+            if self.inflight.get() >= MAX_INFLIGHT {
+                self.probe_done.notified_or(None).await;
+                continue;
+            }
+            let next = self.sched.borrow().next_at();
+            self.wake_sched.notified_or(next).await;
+        }
+    }
+
+    fn start_due(self: &Rc<Self>, due: Due, now: Instant) {
+        let spec = {
+            let mut services = self.services.borrow_mut();
+            let Some(slot) = services.get_mut(&due.service) else {
+                return;
+            };
+            if slot.generation != due.generation || slot.spec.paused {
+                return;
+            }
+            let (next, skipped) =
+                sched::next_run(due.at, now, slot.spec.interval, slot.spec.jitter);
+            self.sched.borrow_mut().push(Due { at: next, ..due });
+            if skipped > 0 {
+                self.stats.borrow_mut().skip(Skip::Behind, skipped);
+            }
+            if slot.running {
+                self.stats.borrow_mut().skip(Skip::Overlap, 1);
+                return;
+            }
+            slot.running = true;
+            slot.spec.clone()
+        };
+        self.inflight.set(self.inflight.get() + 1);
+        monoio::spawn(self.clone().run_probe(spec, due.at));
+    }
+
+    async fn run_probe(self: Rc<Self>, spec: Arc<ServiceSpec>, planned: Instant) {
+        let start = Instant::now();
+        let lag = start.saturating_duration_since(planned);
+        let started_at = UnixMillis::now();
+        let scheduled_at = UnixMillis(started_at.0 - lag.as_millis() as i64);
+        let report = self.prober.probe(&spec).await;
+        let result = ProbeResult {
+            service_id: spec.id,
+            scheduled_at,
+            started_at,
+            timings: report.timings,
+            status_code: report.status_code,
+            bytes: report.bytes,
+            error_kind: report.error.as_ref().map(|e| e.kind()),
+            error: report.error.as_ref().map(|e| e.to_string()),
+        };
+        self.finish_probe(&spec, result, lag);
+    }
+
+    fn finish_probe(&self, spec: &ServiceSpec, result: ProbeResult, lag: Duration) {
+        self.inflight.set(self.inflight.get().saturating_sub(1));
+        self.probe_done.notify();
+        let latency = result.timings.total;
+        {
+            let mut stats = self.stats.borrow_mut();
+            stats.lag(lag);
+            stats.probe(result.error_kind, latency);
+        }
+        let latency_ms = latency.as_secs_f64() * 1000.0;
+        match &result.error {
+            None => {
+                tracing::debug!(service = %spec.name, outcome = "ok", latency_ms, status_code = result.status_code, "probe")
+            }
+            Some(err) => tracing::info!(
+                service = %spec.name,
+                outcome = result.error_kind.map(|k| k.as_str()).unwrap_or("error"),
+                latency_ms,
+                error = %err,
+                "probe failed"
+            ),
+        }
+        let now = UnixMillis::now();
+        let transition = {
+            let mut services = self.services.borrow_mut();
+            // The service may have been removed while its probe ran: keep the result, no state.
+            services.get_mut(&spec.id).and_then(|slot| {
+                slot.running = false;
+                slot.last_latency = latency;
+                let change = slot.health.observe(
+                    result.ok(),
+                    now,
+                    slot.spec.failure_threshold,
+                    slot.spec.success_threshold,
+                )?;
+                Some(Transition {
+                    seq: self.shared.seq.next(),
+                    service_id: spec.id,
+                    service: spec.name.clone(),
+                    from: change.from,
+                    to: change.to,
+                    at: now,
+                    latency,
+                    status_code: result.status_code,
+                    error: result.error.clone(),
+                })
+            })
+        };
+        if !self.shared.store.push(Record::Result(result)) {
+            self.stats.borrow_mut().results_dropped += 1;
+        }
+        if let Some(t) = transition {
+            self.stats.borrow_mut().transitions += 1;
+            if t.to == Status::Down {
+                tracing::warn!(service = %t.service, seq = t.seq, from = t.from.as_str(), to = t.to.as_str(), error = t.error.as_deref().unwrap_or(""), "service down");
+            } else {
+                tracing::info!(service = %t.service, seq = t.seq, from = t.from.as_str(), to = t.to.as_str(), "service up");
+            }
+            let event = Event::transition(&t);
+            self.shared.store.push(Record::Transition(t));
+            self.broadcast(event);
+        }
+    }
+
+    /// Sends an event to every other shard and delivers it locally.
+    fn broadcast(&self, event: Arc<Event>) {
+        for to in 0..self.shared.mesh.shards() {
+            if to != self.id {
+                // A full ring drops the event for that shard's clients; the mesh counts it.
+                let _ =
+                    self.shared
+                        .mesh
+                        .send(From::Shard(self.id), to, ShardMsg::Event(event.clone()));
+            }
+        }
+        self.deliver(&event);
+    }
+
+    /// Local fan-out of an event (WebSocket clients attach here).
+    fn deliver(&self, event: &Event) {
+        let mut stats = self.stats.borrow_mut();
+        stats.events_received += 1;
+        debug_assert!(matches!(
+            event.kind,
+            EventKind::Transition | EventKind::Result
+        ));
+    }
+
+    fn snapshot(&self) -> StatsSnapshot {
+        let services = self.services.borrow();
+        let mut by_status = [0u64; 3];
+        let mut paused = 0;
+        for slot in services.values() {
+            let i = Status::ALL
+                .iter()
+                .position(|s| *s == slot.health.status)
+                .unwrap_or(0);
+            by_status[i] += 1;
+            paused += u64::from(slot.spec.paused);
+        }
+        StatsSnapshot {
+            shard: self.id,
+            driver: self.driver,
+            stats: self.stats.borrow().clone(),
+            services: by_status,
+            paused,
+            inflight: self.inflight.get() as u64,
+            prober: self.prober.counters(),
+            mesh_dropped: self.shared.mesh.dropped(self.id),
+        }
+    }
+
+    /// Collects every shard's snapshot through the mesh and renders `/metrics`.
+    async fn metrics(&self) -> String {
+        let mut snaps = vec![self.snapshot()];
+        let mut pending = Vec::new();
+        for to in 0..self.shared.mesh.shards() {
+            if to == self.id {
+                continue;
+            }
+            let (tx, rx) = futures_channel::oneshot::channel();
+            if self
+                .shared
+                .mesh
+                .send(From::Shard(self.id), to, ShardMsg::Stats(tx))
+                .is_ok()
+            {
+                pending.push(rx);
+            }
+        }
+        for rx in pending {
+            // A shard busy for over a second is left out of this scrape rather than hang it.
+            if let Ok(Ok(s)) = monoio::time::timeout(Duration::from_secs(1), rx).await {
+                snaps.push(s);
+            }
+        }
+        snaps.sort_by_key(|s| s.shard);
+        let store = &self.shared.store;
+        let global = GlobalStats {
+            store_queue_depth: store.queue_depth() as u64,
+            store_queue_capacity: store.queue_capacity() as u64,
+            store_written: store.counters.written.load(Ordering::Relaxed),
+            store_dropped: store.counters.dropped.load(Ordering::Relaxed),
+            store_failed_batches: store.counters.failed_batches.load(Ordering::Relaxed),
+            seq: self.shared.seq.latest(),
+            uptime: self.shared.started.elapsed(),
+        };
+        stats::render(&snaps, &global)
+    }
+
+    async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, _peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(shard = self.id, error = %e, "accept failed");
+                    // EMFILE and friends: back off instead of spinning.
+                    monoio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if self.connections.get() >= self.shared.server.limits.max_connections {
+                self.stats.borrow_mut().reject(HttpReject::ConnectionLimit);
+                drop(stream);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            self.connections.set(self.connections.get() + 1);
+            self.stats.borrow_mut().http_connections += 1;
+            let me = self.clone();
+            monoio::spawn(async move {
+                http::serve(stream, &*me, me.shared.server.limits).await;
+                me.connections.set(me.connections.get().saturating_sub(1));
+                me.stats.borrow_mut().http_connections -= 1;
+            });
+        }
+    }
+
+    /// Processes mesh messages until told to shut down, then drains in-flight probes.
+    async fn mesh_loop(self: Rc<Self>) {
+        let mut batch = Vec::with_capacity(256);
+        loop {
+            batch.clear();
+            let mesh = self.shared.mesh.clone();
+            mesh.recv_batch(self.id, &mut batch, 256).await;
+            self.stats.borrow_mut().mesh_received += batch.len() as u64;
+            for msg in batch.drain(..) {
+                match msg {
+                    ShardMsg::Event(e) => self.deliver(&e),
+                    ShardMsg::Stats(reply) => {
+                        let _ = reply.send(self.snapshot());
+                    }
+                    ShardMsg::ReplaceConfig(specs) => self.replace_config(specs),
+                    ShardMsg::Shutdown => {
+                        self.drain().await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn drain(&self) {
+        self.stopping.set(true);
+        self.wake_sched.notify();
+        let deadline = Instant::now() + self.shared.server.shutdown_grace;
+        while self.inflight.get() > 0 && Instant::now() < deadline {
+            self.probe_done.notified_or(Some(deadline)).await;
+        }
+        tracing::info!(
+            shard = self.id,
+            abandoned = self.inflight.get(),
+            "shard stopped"
+        );
+    }
+}
+
+/// True when two definitions probe the same way (TLS settings aside).
+fn same_definition(a: &ServiceSpec, b: &ServiceSpec) -> bool {
+    a.url == b.url
+        && a.method == b.method
+        && a.headers == b.headers
+        && a.body == b.body
+        && a.interval == b.interval
+        && a.timeout == b.timeout
+        && a.phase_timeouts == b.phase_timeouts
+        && a.jitter == b.jitter
+        && a.tags == b.tags
+        && a.expect == b.expect
+        && a.failure_threshold == b.failure_threshold
+        && a.success_threshold == b.success_threshold
+        && a.paused == b.paused
+        && a.max_body_bytes == b.max_body_bytes
+}
+
+impl http::Handler for Shard {
+    async fn handle(&self, req: Request) -> Response {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/metrics") => {
+                let mut r = Response::text(200, self.metrics().await);
+                r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+                r
+            }
+            ("GET", "/healthz") => Response::text(200, "ok\n"),
+            ("GET", "/readyz") => {
+                if self.shared.ready() {
+                    Response::text(200, "ready\n")
+                } else if self.shared.stopping.load(Ordering::Acquire) {
+                    Response::text(503, "shutting down\n")
+                } else {
+                    Response::text(503, "starting\n")
+                }
+            }
+            (_, "/metrics" | "/healthz" | "/readyz") => {
+                Response::error(405, "method_not_allowed", "only GET is allowed here")
+                    .with_header("Allow", "GET")
+            }
+            _ => Response::error(404, "not_found", &format!("no route for {}", req.path)),
+        }
+    }
+
+    fn on_request(&self) {
+        self.stats.borrow_mut().http_requests += 1;
+    }
+
+    fn on_reject(&self, why: HttpReject) {
+        self.stats.borrow_mut().reject(why);
+    }
+}
+
+/// Binds one SO_REUSEPORT listener per shard on the same address.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let opts = ListenerOpts::default().reuse_port(true).backlog(4096);
+    TcpListener::bind_with_config(addr, &opts)
+}
+
+/// Runs `fut` on the driver `choice` asks for; returns the driver's name.
+fn run_on_driver<F, Fut>(choice: DriverChoice, id: usize, make: F) -> io::Result<()>
+where
+    F: FnOnce(&'static str) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+    let entries = 4096;
+    if choice != DriverChoice::Epoll {
+        match RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(entries)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => {
+                rt.block_on(make("io_uring"));
+                return Ok(());
+            }
+            Err(e) if choice == DriverChoice::Auto => {
+                // Seccomp, old kernels and low `ulimit -l` land here; epoll still works.
+                tracing::warn!(shard = id, error = %e, "io_uring unavailable, falling back to epoll");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut rt = RuntimeBuilder::<LegacyDriver>::new()
+        .with_entries(entries)
+        .enable_timer()
+        .build()?;
+    rt.block_on(make("epoll"));
+    Ok(())
+}
+
+/// Starts shard `id` on the current thread and runs it until shutdown.
+///
+/// `started` receives the bind result once the listener is up (or failed).
+pub fn run(
+    id: usize,
+    cpu: Option<usize>,
+    shared: Arc<Shared>,
+    services: Vec<Arc<ServiceSpec>>,
+    started: std::sync::mpsc::Sender<io::Result<()>>,
+) {
+    if let Some(cpu) = cpu {
+        if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
+            tracing::warn!(shard = id, cpu, error = ?e, "could not pin shard");
+        }
+    }
+    let choice = shared.server.driver;
+    let addr = shared.server.listen;
+    let started2 = started.clone();
+    let res = run_on_driver(choice, id, move |driver| async move {
+        let listener = match bind(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = started2.send(Err(e));
+                return;
+            }
+        };
+        tracing::info!(
+            shard = id,
+            driver,
+            services = services.len(),
+            "shard started"
+        );
+        let shard = Shard::new(id, driver, shared.clone());
+        for spec in services {
+            shard.upsert(spec);
+        }
+        monoio::spawn(shard.clone().accept_loop(listener));
+        monoio::spawn(shard.clone().scheduler_loop());
+        shard.shared.shards_ready.fetch_add(1, Ordering::AcqRel);
+        let _ = started2.send(Ok(()));
+        shard.mesh_loop().await;
+    });
+    if let Err(e) = res {
+        let _ = started.send(Err(e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_notify_wakes_a_waiter_once() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let n = Rc::new(LocalNotify::default());
+            let n2 = n.clone();
+            monoio::spawn(async move { n2.notify() });
+            n.notified_or(None).await;
+            // With no notification pending, the deadline ends the wait.
+            let t = Instant::now();
+            n.notified_or(Some(t + Duration::from_millis(20))).await;
+            assert!(t.elapsed() >= Duration::from_millis(15));
+        });
+    }
+}

@@ -1,0 +1,149 @@
+//! Events as they leave the origin shard: serialized once, then shared by reference.
+//!
+//! The origin shard turns a transition (or, when someone asked for them, a result) into its
+//! wire JSON exactly once; every other shard receives the same `Arc<Event>` through the mesh
+//! and hands the same bytes to each of its matching clients.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::model::{ProbeResult, ServiceId, Transition};
+
+/// What an event reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A status change.
+    Transition,
+    /// A single probe result.
+    Result,
+}
+
+/// An event ready for fan-out.
+#[derive(Debug)]
+pub struct Event {
+    /// Transition or result.
+    pub kind: EventKind,
+    /// The service it is about (for filtering).
+    pub service_id: ServiceId,
+    /// The transition seq (0 for results).
+    pub seq: u64,
+    /// The JSON text, as sent to clients.
+    pub json: Bytes,
+}
+
+#[derive(Serialize)]
+struct TransitionJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    seq: u64,
+    service: &'a str,
+    service_id: u64,
+    from: &'static str,
+    to: &'static str,
+    at: String,
+    latency_ms: f64,
+    status_code: Option<u16>,
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ResultJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    service: &'a str,
+    service_id: u64,
+    at: String,
+    status: &'static str,
+    latency_ms: f64,
+    status_code: Option<u16>,
+    error: Option<&'a str>,
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_micros() as f64 / 1000.0 * 1000.0).round() / 1000.0
+}
+
+impl Event {
+    /// Serializes a transition once.
+    pub fn transition(t: &Transition) -> Arc<Event> {
+        let body = TransitionJson {
+            kind: "transition",
+            seq: t.seq,
+            service: &t.service,
+            service_id: t.service_id.get(),
+            from: t.from.as_str(),
+            to: t.to.as_str(),
+            at: t.at.to_rfc3339(),
+            latency_ms: ms(t.latency),
+            status_code: t.status_code,
+            error: t.error.as_deref(),
+        };
+        Arc::new(Event {
+            kind: EventKind::Transition,
+            service_id: t.service_id,
+            seq: t.seq,
+            // Serializing a struct of plain fields cannot fail.
+            json: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        })
+    }
+
+    /// Serializes a result once; `status` is the service's status after it.
+    pub fn result(
+        service: &str,
+        r: &ProbeResult,
+        status: crate::model::Status,
+        at: crate::model::UnixMillis,
+    ) -> Arc<Event> {
+        let body = ResultJson {
+            kind: "result",
+            service,
+            service_id: r.service_id.get(),
+            at: at.to_rfc3339(),
+            status: status.as_str(),
+            latency_ms: ms(r.timings.total),
+            status_code: r.status_code,
+            error: r.error.as_deref(),
+        };
+        Arc::new(Event {
+            kind: EventKind::Result,
+            service_id: r.service_id,
+            seq: 0,
+            json: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Status, UnixMillis};
+    use std::time::Duration;
+
+    #[test]
+    fn transition_json_matches_the_protocol() {
+        let t = Transition {
+            seq: 7,
+            service_id: ServiceId::from_raw(42),
+            service: "api".into(),
+            from: Status::Up,
+            to: Status::Down,
+            at: UnixMillis(0),
+            latency: Duration::from_micros(1500),
+            status_code: Some(503),
+            error: Some("status 503 not in expected 200-299".into()),
+        };
+        let e = Event::transition(&t);
+        let v: serde_json::Value = serde_json::from_slice(&e.json).expect("json");
+        assert_eq!(v["type"], "transition");
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["service"], "api");
+        assert_eq!(v["from"], "up");
+        assert_eq!(v["to"], "down");
+        assert_eq!(v["at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["latency_ms"], 1.5);
+        assert_eq!(v["status_code"], 503);
+        assert_eq!(e.seq, 7);
+    }
+}

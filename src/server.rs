@@ -1,0 +1,256 @@
+//! The process: starts the resolver, the storage writer and the shards, then handles signals.
+//!
+//! SIGHUP reloads the config file and hands each shard its new set of config-defined services.
+//! SIGTERM/SIGINT stop the shards (each finishes its in-flight probes within the grace period),
+//! then drain the storage writer so every completed probe is on disk before exit.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::config::{Config, ConfigError};
+use crate::dns::ResolverHandle;
+use crate::mesh::{From, Mesh};
+use crate::model::ServiceSpec;
+use crate::shard::{self, ShardMsg, Shared};
+use crate::state::SeqCounter;
+use crate::store::{self, StoreError, Writer};
+
+/// Why the server could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
+    /// The store could not be opened or drained.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// A shard could not bind its listener or build its runtime.
+    #[error("shard {shard}: cannot listen on {addr}: {source}")]
+    Listen {
+        /// Which shard.
+        shard: usize,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Threads or signals could not be set up.
+    #[error("{what}: {source}")]
+    Os {
+        /// What was being set up.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Ring capacity between each pair of shards.
+const MESH_CAPACITY: usize = 4096;
+
+/// Shard count for a config value (0 = one per available core).
+pub fn shard_count(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+}
+
+/// Splits services by owning shard.
+pub fn partition(services: &[ServiceSpec], shards: usize) -> Vec<Vec<Arc<ServiceSpec>>> {
+    let mut out = vec![Vec::new(); shards];
+    for s in services {
+        out[s.id.owner(shards)].push(Arc::new(s.clone()));
+    }
+    out
+}
+
+/// Resolves port 0 to a concrete free port so every shard binds the same one.
+fn concrete_listen_addr(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let probe = std::net::TcpListener::bind(addr).map_err(|source| ServerError::Os {
+        what: "choosing a free port",
+        source,
+    })?;
+    probe.local_addr().map_err(|source| ServerError::Os {
+        what: "choosing a free port",
+        source,
+    })
+}
+
+/// A running server: its threads and how to stop them.
+pub struct Running {
+    shared: Arc<Shared>,
+    shards: Vec<JoinHandle<()>>,
+    writer: Writer,
+    config_path: PathBuf,
+    /// The address the shards listen on.
+    pub listen: SocketAddr,
+}
+
+/// Starts everything described by `cfg` (read from `config_path`, re-read on reload).
+pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError> {
+    let n = shard_count(cfg.server.shards);
+    cfg.server.listen = concrete_listen_addr(cfg.server.listen)?;
+    let mut backend = store::open(&cfg.storage)?;
+    backend.sync_services(&cfg.services)?;
+    let (writer, handle, info) = Writer::spawn(backend, &cfg.storage)?;
+    let resolver = ResolverHandle::spawn(cfg.server.resolver);
+    let shared = Arc::new(Shared {
+        mesh: Mesh::new(n, MESH_CAPACITY),
+        store: handle,
+        seq: SeqCounter::starting_after(info.max_seq),
+        resolver,
+        server: cfg.server.clone(),
+        started: Instant::now(),
+        shards_ready: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+    });
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut threads = Vec::with_capacity(n);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (id, services) in partition(&cfg.services, n).into_iter().enumerate() {
+        let shared = shared.clone();
+        let tx = tx.clone();
+        let cpu = cfg.server.pin.then_some(id % cores);
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || shard::run(id, cpu, shared, services, tx))
+            .map_err(|source| ServerError::Os {
+                what: "spawning a shard thread",
+                source,
+            })?;
+        threads.push(t);
+    }
+    drop(tx);
+    let mut failure = None;
+    for id in 0..n {
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                failure.get_or_insert(ServerError::Listen {
+                    shard: id,
+                    addr: cfg.server.listen,
+                    source,
+                });
+            }
+            Err(_) => {
+                failure.get_or_insert(ServerError::Os {
+                    what: "starting shards",
+                    source: std::io::Error::other("a shard thread exited during start"),
+                });
+            }
+        }
+    }
+    let running = Running {
+        shared,
+        shards: threads,
+        writer,
+        config_path: config_path.to_path_buf(),
+        listen: cfg.server.listen,
+    };
+    if let Some(e) = failure {
+        let _ = running.stop();
+        return Err(e);
+    }
+    tracing::info!(
+        addr = %cfg.server.listen,
+        shards = n,
+        services = cfg.services.len(),
+        seq = info.max_seq,
+        "ringwatch listening"
+    );
+    Ok(running)
+}
+
+impl Running {
+    /// Sends `msg(shard)` to every shard from the control ring, retrying while a ring is full.
+    fn tell_all(&self, mut msg: impl FnMut(usize) -> ShardMsg) {
+        let mesh = &self.shared.mesh;
+        for to in 0..mesh.shards() {
+            let mut m = msg(to);
+            for _ in 0..1000 {
+                match mesh.send(From::Control, to, m) {
+                    Ok(()) => break,
+                    Err(back) => {
+                        m = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Re-reads the config file and reconciles config-defined services on every shard.
+    pub fn reload(&self) -> Result<usize, ServerError> {
+        let cfg = Config::load(&self.config_path)?;
+        if cfg.server.listen != self.listen && cfg.server.listen.port() != 0 {
+            tracing::warn!("server settings changed; they take effect after a restart");
+        }
+        let n = self.shared.mesh.shards();
+        let mut parts = partition(&cfg.services, n);
+        // Registry rows are written from here (a second connection), never from a shard.
+        match store::open(&cfg.storage).and_then(|mut s| s.sync_services(&cfg.services)) {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "could not update the service registry"),
+        }
+        self.tell_all(|to| ShardMsg::ReplaceConfig(std::mem::take(&mut parts[to])));
+        Ok(cfg.services.len())
+    }
+
+    /// Stops the shards (finishing in-flight probes), then drains the writer.
+    pub fn stop(self) -> Result<(), ServerError> {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.tell_all(|_| ShardMsg::Shutdown);
+        for t in self.shards {
+            let _ = t.join();
+        }
+        let written = self.shared.store.counters.written.load(Ordering::Relaxed);
+        self.writer.finish()?;
+        let total = self.shared.store.counters.written.load(Ordering::Relaxed);
+        tracing::info!(
+            flushed = total - written,
+            written = total,
+            dropped = self.shared.store.counters.dropped.load(Ordering::Relaxed),
+            "store drained"
+        );
+        Ok(())
+    }
+
+    /// Blocks handling SIGHUP (reload) until SIGTERM or SIGINT, then stops cleanly.
+    pub fn serve_signals(self) -> Result<(), ServerError> {
+        let mut signals =
+            Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(|source| ServerError::Os {
+                what: "installing signal handlers",
+                source,
+            })?;
+        for sig in signals.forever() {
+            match sig {
+                SIGHUP => match self.reload() {
+                    Ok(n) => tracing::info!(services = n, "config reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload refused; keeping the running config")
+                    }
+                },
+                _ => {
+                    tracing::info!(signal = sig, "shutting down");
+                    break;
+                }
+            }
+        }
+        self.stop()
+    }
+}

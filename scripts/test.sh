@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace: formatting, lints, unit and integration tests.
+# This is the README's test command and what CI (.ci/run) calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-test-deps.sh
+# Integration tests start many short-lived servers; give them room.
+ulimit -n 65536 2>/dev/null || true
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi

@@ -66,10 +66,10 @@ pub fn shard_count(configured: usize) -> usize {
 }
 
 /// Splits services by owning shard.
-pub fn partition(services: &[ServiceSpec], shards: usize) -> Vec<Vec<Arc<ServiceSpec>>> {
+pub fn partition(services: Vec<ServiceSpec>, shards: usize) -> Vec<Vec<Arc<ServiceSpec>>> {
     let mut out = vec![Vec::new(); shards];
     for s in services {
-        out[s.id.owner(shards)].push(Arc::new(s.clone()));
+        out[s.id.owner(shards)].push(Arc::new(s));
     }
     out
 }
@@ -122,7 +122,11 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
         .unwrap_or(1);
     let mut threads = Vec::with_capacity(n);
     let (tx, rx) = std::sync::mpsc::channel();
-    for (id, services) in partition(&cfg.services, n).into_iter().enumerate() {
+    let total = cfg.services.len();
+    for (id, services) in partition(std::mem::take(&mut cfg.services), n)
+        .into_iter()
+        .enumerate()
+    {
         let shared = shared.clone();
         let tx = tx.clone();
         let cpu = cfg.server.pin.then_some(id % cores);
@@ -169,7 +173,7 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
     tracing::info!(
         addr = %cfg.server.listen,
         shards = n,
-        services = cfg.services.len(),
+        services = total,
         seq = info.max_seq,
         "ringwatch listening"
     );
@@ -201,14 +205,14 @@ impl Running {
             tracing::warn!("server settings changed; they take effect after a restart");
         }
         let n = self.shared.mesh.shards();
-        let mut parts = partition(&cfg.services, n);
         // Registry rows are written from here (a second connection), never from a shard.
-        match store::open(&cfg.storage).and_then(|mut s| s.sync_services(&cfg.services)) {
-            Ok(()) => {}
-            Err(e) => tracing::warn!(error = %e, "could not update the service registry"),
+        if let Err(e) = store::open(&cfg.storage).and_then(|mut s| s.sync_services(&cfg.services)) {
+            tracing::warn!(error = %e, "could not update the service registry");
         }
+        let total = cfg.services.len();
+        let mut parts = partition(cfg.services, n);
         self.tell_all(|to| ShardMsg::ReplaceConfig(std::mem::take(&mut parts[to])));
-        Ok(cfg.services.len())
+        Ok(total)
     }
 
     /// Stops the shards (finishing in-flight probes), then drains the writer.

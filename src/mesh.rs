@@ -98,8 +98,9 @@ impl<T: Send> Mesh<T> {
     }
 
     /// Waits until at least one message for shard `to` is available, then moves up to `max`
-    /// into `out`. Only shard `to` may call this (single consumer per ring).
+    /// into `out`; returns how many arrived. Only shard `to` may call this (one consumer per ring).
     pub async fn recv_batch(&self, to: usize, out: &mut Vec<T>, max: usize) -> usize {
+        let before = out.len();
         poll_fn(|cx| {
             if self.drain_into(to, out, max) > 0 {
                 return Poll::Ready(());
@@ -112,7 +113,7 @@ impl<T: Send> Mesh<T> {
             Poll::Pending
         })
         .await;
-        out.len()
+        out.len() - before
     }
 }
 

@@ -77,6 +77,18 @@ struct Hits {
     value: Option<(String, Option<String>)>,
     /// Path of the last node starting at or before the position (fallback).
     before: Option<String>,
+    /// Every key's full path and position, to point at a key saphyr only locates by its map.
+    keys: Vec<(String, (u64, u64))>,
+}
+
+impl Hits {
+    /// `line L, column C` of the key at `path`, if the tree has it.
+    fn key_position(&self, path: &str) -> Option<String> {
+        self.keys
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, (l, c))| format!(" (line {l}, column {c})"))
+    }
 }
 
 fn pos(l: &Location) -> (u64, u64) {
@@ -114,6 +126,7 @@ fn walk(node: &Spanned<Node>, path: &str, at: (u64, u64), hits: &mut Hits) {
         Node::Map(entries) => {
             for (k, v) in entries {
                 let kp = pos(&k.referenced);
+                hits.keys.push((join(path, &k.value), kp));
                 if kp == at {
                     hits.key = Some((path.to_string(), k.value.clone()));
                 }
@@ -130,8 +143,8 @@ fn walk(node: &Spanned<Node>, path: &str, at: (u64, u64), hits: &mut Hits) {
 fn locate(text: &str, loc: &Location) -> Option<Hits> {
     let opts = Options {
         with_snippet: false,
-        // The typed pass already reported any duplicate; here we only need positions.
-        duplicate_keys: DuplicateKeyPolicy::FirstWins,
+        // Keep duplicates (the visitor collects every entry) so the repeated key has a position.
+        duplicate_keys: DuplicateKeyPolicy::LastWins,
         ..Options::default()
     };
     let root: Spanned<Node> = serde_saphyr::from_str_with_options(text, opts).ok()?;
@@ -203,7 +216,15 @@ pub(super) fn yaml_error(text: &str, err: &serde_saphyr::Error) -> ConfigError {
                     .map(|(_, one)| format!(" (expected {})", one.replace('`', "")))
             })
             .unwrap_or_default();
-        let parent = hits.key.map(|(p, _)| p).or(hits.before).unwrap_or_default();
+        // Saphyr points at the mapping (which starts at its first key); name the mapping, but
+        // give the position of the offending key itself.
+        let parent = hits
+            .key
+            .clone()
+            .map(|(p, _)| p)
+            .or(hits.before.clone())
+            .unwrap_or_default();
+        let at = hits.key_position(&join(&parent, field)).unwrap_or(at);
         return ConfigError {
             key: parent,
             message: format!("unknown key \"{field}\"{expected}{at}"),

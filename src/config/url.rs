@@ -80,11 +80,11 @@ fn split_host_port(authority: &str) -> Result<(String, Option<&str>), String> {
         Some((h, p)) => (h, Some(p)),
         None => (authority, None),
     };
-    if host.is_empty() {
-        return Err("missing host".into());
-    }
     if port.is_some_and(|p| p.contains(':')) {
         return Err("IPv6 addresses must be in brackets, e.g. http://[::1]:8080/".into());
+    }
+    if host.is_empty() {
+        return Err("missing host".into());
     }
     let valid = host
         .bytes()

@@ -39,6 +39,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         if unit.is_empty() {
             return fail(format!("missing unit after {num} ({FORMS})"));
         }
+        if unit.starts_with(['.', ',']) {
+            return fail(format!(
+                "fractions are not supported (use a smaller unit, e.g. 1500ms for 1.5s)"
+            ));
+        }
         let Some(&(_, scale)) = UNITS.iter().find(|(u, _)| *u == unit) else {
             return fail(format!("unknown unit \"{unit}\" (use ms, s, m, h, d)"));
         };
@@ -115,7 +120,7 @@ mod tests {
         );
         assert!(parse_duration("5 s").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("5sec").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("1.5s").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("1.5s").unwrap_err().contains("fractions"));
     }
 
     #[test]

@@ -181,6 +181,19 @@ fn expected_kind(msg: &str) -> String {
     format!("expected {kind}")
 }
 
+/// True for errors raised by serde (shape/field problems), as opposed to the YAML parser.
+fn is_serde_message(msg: &str) -> bool {
+    [
+        "unknown field",
+        "missing field",
+        "invalid type",
+        "invalid value",
+        "duplicate",
+    ]
+    .iter()
+    .any(|p| msg.starts_with(p))
+}
+
 /// Converts a failed typed parse into a `ConfigError` naming the key at fault.
 pub(super) fn yaml_error(text: &str, err: &serde_saphyr::Error) -> ConfigError {
     let err = err.without_snippet();
@@ -196,12 +209,18 @@ pub(super) fn yaml_error(text: &str, err: &serde_saphyr::Error) -> ConfigError {
         .rfind(" at line ")
         .map_or(raw.as_str(), |i| &raw[..i])
         .to_string();
-    let hits = loc.as_ref().and_then(|l| locate(text, l));
-    let Some(hits) = hits else {
-        return ConfigError {
-            key: String::new(),
-            message: format!("YAML syntax error: {msg}{at}"),
-        };
+    let hits = match loc.as_ref().and_then(|l| locate(text, l)) {
+        Some(hits) => hits,
+        // The text is not even a YAML tree: a syntax error, which has no key.
+        None if !is_serde_message(&msg) => {
+            return ConfigError {
+                key: String::new(),
+                message: format!("YAML syntax error: {msg}{at}"),
+            }
+        }
+        // Shape errors in a file the tree pass cannot read (e.g. several documents): still
+        // reword them, just without a key.
+        None => Hits::default(),
     };
 
     if let Some(field) = msg

@@ -556,7 +556,7 @@ fn expect_and_tls_cross_checks() {
     fails(
         &svc("    expect: {max_latency: 10s}\n"),
         "services[0].expect.max_latency",
-        "maximum 5s",
+        "longer than timeout 5s",
     );
     fails(
         &svc("    method: HEAD\n    expect: {body_contains: ok}\n"),
@@ -660,4 +660,45 @@ fn example_configs_parse() {
             );
         }
     }
+}
+
+#[test]
+fn odd_documents_still_name_a_key() {
+    fails("hello", "", "expected a mapping");
+    fails("[1, 2]", "", "expected a mapping");
+    fails(
+        "server:\n  limits: 5\n",
+        "server.limits",
+        "expected a mapping",
+    );
+    fails(
+        &svc("    tags:\n      a: 1\n"),
+        "services[0].tags",
+        "expected a list",
+    );
+    fails(
+        "services:\n  - {name: a, url: [x]}\n",
+        "services[0].url",
+        "expected a string",
+    );
+    fails(
+        &svc("    interval: 1.5s\n"),
+        "services[0].interval",
+        "fractions",
+    );
+    let e = fails("---\na: 1\n---\nb: 2\n", "", "unknown key \"a\"");
+    assert!(!e.message.contains("syntax"), "{e}");
+}
+
+#[test]
+fn scalars_are_coerced_where_text_is_expected() {
+    let c = parse(
+        "services:\n  - {name: 12, url: 'http://h/', headers: {X-Num: 5}, tags: [1, 2], paused: yes}\n",
+    )
+    .unwrap();
+    let s = &c.services[0];
+    assert_eq!(s.name, "12");
+    assert_eq!(s.headers, vec![("X-Num".to_string(), "5".to_string())]);
+    assert_eq!(s.tags, vec!["1", "2"]);
+    assert!(s.paused);
 }

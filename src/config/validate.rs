@@ -688,13 +688,21 @@ fn service(i: usize, s: RawService, d: &Defaults, base: &Path) -> Result<Service
             expect.body_contains = Some(needle);
         }
         if e.max_latency.is_some() {
-            let ml = duration(&k("expect.max_latency"), &e.max_latency, timeout)?;
-            expect.max_latency = Some(dur_range(
-                &k("expect.max_latency"),
-                ml,
-                Duration::from_millis(1),
-                Some(timeout),
-            )?);
+            let key = k("expect.max_latency");
+            let ml = duration(&key, &e.max_latency, timeout)?;
+            dur_range(&key, ml, Duration::from_millis(1), None)?;
+            if ml > timeout {
+                // The probe is cut off at `timeout`, so a larger bound could never fire.
+                return err(
+                    key,
+                    format!(
+                        "{} is longer than timeout {}, so it could never apply",
+                        format_duration(ml),
+                        format_duration(timeout)
+                    ),
+                );
+            }
+            expect.max_latency = Some(ml);
         }
     }
 

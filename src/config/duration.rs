@@ -40,9 +40,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             return fail(format!("missing unit after {num} ({FORMS})"));
         }
         if unit.starts_with(['.', ',']) {
-            return fail(format!(
-                "fractions are not supported (use a smaller unit, e.g. 1500ms for 1.5s)"
-            ));
+            return fail(
+                "fractions are not supported (use a smaller unit, e.g. 1500ms for 1.5s)".into(),
+            );
         }
         let Some(&(_, scale)) = UNITS.iter().find(|(u, _)| *u == unit) else {
             return fail(format!("unknown unit \"{unit}\" (use ms, s, m, h, d)"));

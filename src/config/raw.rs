@@ -7,144 +7,144 @@ use serde::Deserialize;
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    pub server: Option<RawServer>,
-    pub storage: Option<RawStorage>,
-    pub log: Option<RawLog>,
-    pub defaults: Option<RawDefaults>,
-    pub services: Option<Vec<RawService>>,
+pub(super) struct RawConfig {
+    pub(super) server: Option<RawServer>,
+    pub(super) storage: Option<RawStorage>,
+    pub(super) log: Option<RawLog>,
+    pub(super) defaults: Option<RawDefaults>,
+    pub(super) services: Option<Vec<RawService>>,
 }
 
 /// `server`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
-    pub listen: Option<String>,
-    pub shards: Option<u64>,
-    pub pin: Option<bool>,
-    pub driver: Option<String>,
-    pub shutdown_grace: Option<String>,
-    pub limits: Option<RawLimits>,
-    pub probe: Option<RawProbe>,
-    pub resolver: Option<RawResolver>,
+pub(super) struct RawServer {
+    pub(super) listen: Option<String>,
+    pub(super) shards: Option<u64>,
+    pub(super) pin: Option<bool>,
+    pub(super) driver: Option<String>,
+    pub(super) shutdown_grace: Option<String>,
+    pub(super) limits: Option<RawLimits>,
+    pub(super) probe: Option<RawProbe>,
+    pub(super) resolver: Option<RawResolver>,
 }
 
 /// `server.limits`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {
-    pub max_header_bytes: Option<u64>,
-    pub max_body_bytes: Option<u64>,
-    pub header_timeout: Option<String>,
-    pub idle_timeout: Option<String>,
-    pub max_connections: Option<u64>,
+pub(super) struct RawLimits {
+    pub(super) max_header_bytes: Option<u64>,
+    pub(super) max_body_bytes: Option<u64>,
+    pub(super) header_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) max_connections: Option<u64>,
 }
 
 /// `server.probe`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawProbe {
-    pub max_header_bytes: Option<u64>,
-    pub max_idle_per_target: Option<u64>,
-    pub max_idle_total: Option<u64>,
-    pub idle_timeout: Option<String>,
+pub(super) struct RawProbe {
+    pub(super) max_header_bytes: Option<u64>,
+    pub(super) max_idle_per_target: Option<u64>,
+    pub(super) max_idle_total: Option<u64>,
+    pub(super) idle_timeout: Option<String>,
 }
 
 /// `server.resolver`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawResolver {
-    pub threads: Option<u64>,
-    pub queue: Option<u64>,
-    pub ttl: Option<String>,
+pub(super) struct RawResolver {
+    pub(super) threads: Option<u64>,
+    pub(super) queue: Option<u64>,
+    pub(super) ttl: Option<String>,
 }
 
 /// `storage`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawStorage {
-    pub kind: Option<String>,
-    pub path: Option<String>,
-    pub url: Option<String>,
-    pub queue_capacity: Option<u64>,
-    pub batch_size: Option<u64>,
-    pub flush_interval: Option<String>,
-    pub retention: Option<String>,
+pub(super) struct RawStorage {
+    pub(super) kind: Option<String>,
+    pub(super) path: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) queue_capacity: Option<u64>,
+    pub(super) batch_size: Option<u64>,
+    pub(super) flush_interval: Option<String>,
+    pub(super) retention: Option<String>,
 }
 
 /// `log`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLog {
-    pub level: Option<String>,
-    pub format: Option<String>,
+pub(super) struct RawLog {
+    pub(super) level: Option<String>,
+    pub(super) format: Option<String>,
 }
 
 /// `defaults`: values every service inherits unless it sets its own.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDefaults {
-    pub interval: Option<String>,
-    pub timeout: Option<String>,
-    pub jitter: Option<String>,
-    pub failure_threshold: Option<u64>,
-    pub success_threshold: Option<u64>,
-    pub max_body_bytes: Option<u64>,
-    pub method: Option<String>,
-    pub timeouts: Option<RawTimeouts>,
+pub(super) struct RawDefaults {
+    pub(super) interval: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) jitter: Option<String>,
+    pub(super) failure_threshold: Option<u64>,
+    pub(super) success_threshold: Option<u64>,
+    pub(super) max_body_bytes: Option<u64>,
+    pub(super) method: Option<String>,
+    pub(super) timeouts: Option<RawTimeouts>,
 }
 
 /// `timeouts` (per phase).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTimeouts {
-    pub connect: Option<String>,
-    pub tls: Option<String>,
-    pub head: Option<String>,
+pub(super) struct RawTimeouts {
+    pub(super) connect: Option<String>,
+    pub(super) tls: Option<String>,
+    pub(super) head: Option<String>,
 }
 
 /// One entry of `services`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawService {
-    pub name: String,
-    pub url: String,
-    pub method: Option<String>,
-    pub headers: Option<Headers>,
-    pub body: Option<String>,
-    pub interval: Option<String>,
-    pub timeout: Option<String>,
-    pub jitter: Option<String>,
-    pub tags: Option<Vec<String>>,
-    pub expect: Option<RawExpect>,
-    pub failure_threshold: Option<u64>,
-    pub success_threshold: Option<u64>,
-    pub paused: Option<bool>,
-    pub tls: Option<RawTls>,
-    pub timeouts: Option<RawTimeouts>,
-    pub max_body_bytes: Option<u64>,
+pub(super) struct RawService {
+    pub(super) name: String,
+    pub(super) url: String,
+    pub(super) method: Option<String>,
+    pub(super) headers: Option<Headers>,
+    pub(super) body: Option<String>,
+    pub(super) interval: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) jitter: Option<String>,
+    pub(super) tags: Option<Vec<String>>,
+    pub(super) expect: Option<RawExpect>,
+    pub(super) failure_threshold: Option<u64>,
+    pub(super) success_threshold: Option<u64>,
+    pub(super) paused: Option<bool>,
+    pub(super) tls: Option<RawTls>,
+    pub(super) timeouts: Option<RawTimeouts>,
+    pub(super) max_body_bytes: Option<u64>,
 }
 
 /// `services[i].expect`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawExpect {
-    pub status: Option<String>,
-    pub body_contains: Option<String>,
-    pub max_latency: Option<String>,
+pub(super) struct RawExpect {
+    pub(super) status: Option<String>,
+    pub(super) body_contains: Option<String>,
+    pub(super) max_latency: Option<String>,
 }
 
 /// `services[i].tls`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTls {
-    pub ca_file: Option<String>,
-    pub insecure_skip_verify: Option<bool>,
+pub(super) struct RawTls {
+    pub(super) ca_file: Option<String>,
+    pub(super) insecure_skip_verify: Option<bool>,
 }
 
 /// A header mapping that keeps the file's order (headers are sent in that order).
 #[derive(Debug, Default)]
-pub struct Headers(pub Vec<(String, String)>);
+pub(super) struct Headers(pub Vec<(String, String)>);
 
 impl<'de> Deserialize<'de> for Headers {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +26,7 @@ use crate::model::{
 use crate::probe::ProbeLimits;
 
 /// Default address: loopback only, so a fresh install is not exposed.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Upper bound on shards: far above any core count, low enough to catch typos.
 const MAX_SHARDS: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
@@ -94,8 +95,9 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
     let defaults = Defaults::from_raw(raw.defaults.as_ref())?;
     let mut services = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut tls_cache = TlsCache::new();
     for (i, s) in raw.services.unwrap_or_default().into_iter().enumerate() {
-        let spec = service(i, s, &defaults, base)?;
+        let spec = service(i, s, &defaults, base, &mut tls_cache)?;
         if let Some(first) = seen.insert(spec.name.clone(), i) {
             return err(
                 format!("services[{i}].name"),
@@ -544,7 +546,17 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn service(i: usize, s: RawService, d: &Defaults, base: &Path) -> Result<ServiceSpec> {
+/// TLS configs already built in this parse, by (CA file, insecure): thousands of https services
+/// usually share one, and each build copies the whole root store.
+type TlsCache = HashMap<(Option<PathBuf>, bool), Arc<rustls::ClientConfig>>;
+
+fn service(
+    i: usize,
+    s: RawService,
+    d: &Defaults,
+    base: &Path,
+    tls_cache: &mut TlsCache,
+) -> Result<ServiceSpec> {
     let k = |field: &str| format!("services[{i}].{field}");
 
     let name = s.name.trim().to_string();
@@ -713,8 +725,15 @@ fn service(i: usize, s: RawService, d: &Defaults, base: &Path) -> Result<Service
             let t = t.unwrap_or_default();
             let ca = t.ca_file.as_deref().map(|p| resolve(base, p.trim()));
             let insecure = t.insecure_skip_verify.unwrap_or(false);
-            let cfg = crate::probe::tls::client_config(ca.as_deref(), insecure)
-                .or_else(|e| err(k("tls.ca_file"), e.to_string()))?;
+            let cfg = match tls_cache.get(&(ca.clone(), insecure)) {
+                Some(cfg) => cfg.clone(),
+                None => {
+                    let cfg = crate::probe::tls::client_config(ca.as_deref(), insecure)
+                        .or_else(|e| err(k("tls.ca_file"), e.to_string()))?;
+                    tls_cache.insert((ca, insecure), cfg.clone());
+                    cfg
+                }
+            };
             Some(cfg)
         }
     };

@@ -162,18 +162,26 @@ fn backticked(msg: &str) -> Option<&str> {
 
 /// Rewords serde/saphyr type expectations in the config's vocabulary.
 fn expected_kind(msg: &str) -> String {
+    // Only the part after "expected" says what was wanted ("invalid type: sequence, expected a
+    // string" wants a string, not a list).
     let lower = msg.to_ascii_lowercase();
-    let kind = if lower.contains("sequence") {
+    let wanted = lower
+        .rsplit_once("expected ")
+        .map_or(lower.as_str(), |(_, w)| w);
+    let kind = if wanted.contains("sequence") {
         "a list"
-    } else if lower.contains("mapping") || lower.contains("expected a map") {
+    } else if wanted.contains("mapping") || wanted.contains("map") || wanted.contains("struct") {
         "a mapping (key: value)"
-    } else if ["u8", "u16", "u32", "u64", "usize"].iter().any(|t| {
-        lower.ends_with(&format!("invalid {t}")) || lower.ends_with(&format!("expected {t}"))
-    }) {
+    } else if ["u8", "u16", "u32", "u64", "usize"]
+        .iter()
+        .any(|t| wanted.ends_with(t))
+    {
         "a whole number (0 or more)"
-    } else if lower.contains("bool") {
+    } else if wanted.contains("bool") {
         "true or false"
-    } else if lower.contains("expected a string") || lower.contains("expected string") {
+    } else if wanted.contains("scalar") {
+        "a single value, not a list or mapping"
+    } else if wanted.contains("string") {
         "a string"
     } else {
         return msg.to_string();
@@ -274,10 +282,13 @@ pub(super) fn yaml_error(text: &str, err: &serde_saphyr::Error) -> ConfigError {
     }
     match hits.value {
         Some((path, scalar)) => {
-            let found = scalar.map(|s| format!(" \"{s}\"")).unwrap_or_default();
+            let what = match scalar {
+                Some(s) => format!("invalid value \"{s}\""),
+                None => "wrong type".to_string(),
+            };
             ConfigError {
                 key: path,
-                message: format!("invalid value{found}: {}{at}", expected_kind(&msg)),
+                message: format!("{what}: {}{at}", expected_kind(&msg)),
             }
         }
         None => ConfigError {

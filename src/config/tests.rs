@@ -304,6 +304,31 @@ fn wrong_types_name_the_key() {
     fails("server: {pin: maybe}\n", "server.pin", "true or false");
     fails(&svc("    tags: prod\n"), "services[0].tags", "list");
     fails("services: {name: a}\n", "services", "list");
+    fails(
+        &svc("    body: [1]\n"),
+        "services[0].body",
+        "expected a single value",
+    );
+    fails(
+        &svc("    expect: [1]\n"),
+        "services[0].expect",
+        "expected a mapping",
+    );
+    fails(
+        &svc("    headers: [a]\n"),
+        "services[0].headers",
+        "expected a mapping",
+    );
+    fails(
+        &svc("    tls: true\n"),
+        "services[0].tls",
+        "expected a mapping",
+    );
+    fails(
+        &svc("    failure_threshold: [1]\n"),
+        "services[0].failure_threshold",
+        "whole number",
+    );
 }
 
 #[test]
@@ -685,7 +710,7 @@ fn odd_documents_still_name_a_key() {
     fails(
         "services:\n  - {name: a, url: [x]}\n",
         "services[0].url",
-        "expected a string",
+        "expected a single value",
     );
     fails(
         &svc("    interval: 1.5s\n"),

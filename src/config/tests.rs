@@ -327,7 +327,7 @@ fn wrong_types_name_the_key() {
     fails(
         &svc("    failure_threshold: [1]\n"),
         "services[0].failure_threshold",
-        "whole number",
+        "single value",
     );
 }
 

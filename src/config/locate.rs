@@ -249,6 +249,7 @@ pub(super) fn yaml_error(text: &str, err: &serde_saphyr::Error) -> ConfigError {
             .key
             .clone()
             .map(|(p, _)| p)
+            .or_else(|| hits.value.clone().map(|(p, _)| p))
             .or(hits.before.clone())
             .unwrap_or_default();
         let at = hits.key_position(&join(&parent, field)).unwrap_or(at);

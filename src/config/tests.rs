@@ -280,6 +280,12 @@ fn unknown_key_in_expect() {
         "services[0].expect",
         "unknown key \"body\"",
     );
+    let e = fails(
+        &svc("    expect: {status: '200', max_latency: 1s, bogus: 1}\n"),
+        "services[0].expect",
+        "unknown key \"bogus\"",
+    );
+    assert!(e.message.contains("line 4, column 46"), "{e}");
     fails(
         &svc("    expect: {stauts: '200'}\n"),
         "services[0].expect",

@@ -3,9 +3,19 @@
 //! Every error names the offending key (`services[2].interval`) and says why, so
 //! `ringwatch check` and `ringwatch run` can refuse a bad file with one readable line.
 
+mod duration;
+mod locate;
+mod raw;
+mod url;
+mod validate;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use duration::{format_duration, parse_duration};
+pub use url::parse_url;
+pub use validate::parse_status_ranges;
 
 use crate::dns::ResolverConfig;
 use crate::model::ServiceSpec;
@@ -13,12 +23,21 @@ use crate::probe::ProbeLimits;
 
 /// A configuration problem, with the dotted path of the key at fault.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("{key}: {message}")]
+#[error("{}", render(key, message))]
 pub struct ConfigError {
     /// Path of the key, e.g. `services[1].expect.status` (empty for file-level errors).
     pub key: String,
     /// What is wrong and what is expected.
     pub message: String,
+}
+
+/// `key: message`, or just the message for file-level errors (empty key).
+fn render(key: &str, message: &str) -> String {
+    if key.is_empty() {
+        message.to_string()
+    } else {
+        format!("{key}: {message}")
+    }
 }
 
 /// Which io_uring/epoll driver the shards use.
@@ -143,17 +162,30 @@ pub struct Config {
 
 impl Config {
     /// Reads and validates a YAML file; relative paths in it resolve against its directory.
-    pub fn load(_path: &Path) -> Result<Config, ConfigError> {
-        todo!("config load")
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            key: String::new(),
+            message: format!("cannot read config file {}: {e}", path.display()),
+        })?;
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        Config::parse(&text, base)
     }
 
     /// Parses YAML text; `base` is the directory relative paths resolve against.
-    pub fn parse(_text: &str, _base: &Path) -> Result<Config, ConfigError> {
-        todo!("config parse")
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let opts = serde_saphyr::Options {
+            // We render our own one-line messages with the key path; snippets would be noise.
+            with_snippet: false,
+            ..serde_saphyr::Options::default()
+        };
+        let raw: raw::RawConfig = serde_saphyr::from_str_with_options(text, opts)
+            .map_err(|e| locate::yaml_error(text, &e))?;
+        validate::validate(raw, base)
     }
 }
 
-/// Parses a duration such as `250ms`, `30s`, `5m`, `2h`, `1d`.
-pub fn parse_duration(_s: &str) -> Result<Duration, String> {
-    todo!("durations")
-}
+#[cfg(test)]
+mod tests;

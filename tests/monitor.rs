@@ -300,7 +300,7 @@ fn check_names_the_bad_key_and_run_refuses_it() {
     let good = dir.path().join("good.yaml");
     std::fs::write(
         &good,
-        "services:\n  - name: a\n    url: http://127.0.0.1:1/\n    interval: 5s\n",
+        "services:\n  - name: a\n    url: http://127.0.0.1:1/\n    interval: 10s\n",
     )
     .expect("write");
     let out = std::process::Command::new(bin())

@@ -124,3 +124,6 @@ fn redact_url(url: &str) -> String {
         None => url.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -327,6 +327,9 @@ impl SqliteStore {
         // but never corrupts the file, which is the right trade for a probe log.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| fail(format!("setting synchronous: {e}")))?;
+        // After a checkpoint, truncate a WAL that grew during a burst back to 64 MiB.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+            .map_err(|e| fail(format!("setting journal_size_limit: {e}")))?;
         conn.set_prepared_statement_cache_capacity(32);
         let mut store = SqliteStore {
             conn,
@@ -632,9 +635,18 @@ impl Store for SqliteStore {
             for rec in batch {
                 match rec {
                     Record::Result(r) => {
+                        // An id past i64 can only come from a bug upstream; failing the batch
+                        // would retry it forever, so the one record is skipped instead.
+                        let Ok(sid) = i64::try_from(r.service_id.get()) else {
+                            tracing::warn!(
+                                service_id = r.service_id.get(),
+                                "result skipped: id out of range"
+                            );
+                            continue;
+                        };
                         ins_r
                             .execute(params![
-                                to_i64(OP, "service id", r.service_id.get())?,
+                                sid,
                                 r.scheduled_at.0,
                                 r.started_at.0,
                                 micros(r.timings.total),
@@ -649,10 +661,19 @@ impl Store for SqliteStore {
                             .map_err(io(OP))?;
                     }
                     Record::Transition(t) => {
+                        let (Ok(seq), Ok(sid)) =
+                            (i64::try_from(t.seq), i64::try_from(t.service_id.get()))
+                        else {
+                            tracing::warn!(
+                                seq = t.seq,
+                                "transition skipped: seq or id out of range"
+                            );
+                            continue;
+                        };
                         ins_t
                             .execute(params![
-                                to_i64(OP, "seq", t.seq)?,
-                                to_i64(OP, "service id", t.service_id.get())?,
+                                seq,
+                                sid,
                                 t.service,
                                 t.from.as_str(),
                                 t.to.as_str(),

@@ -651,3 +651,19 @@ fn durations_format_like_the_config() {
     assert_eq!(format_duration(Duration::from_secs(86_400)), "1d");
     assert_eq!(format_duration(Duration::ZERO), "0ms");
 }
+
+#[test]
+fn unrepresentable_record_is_skipped_not_retried_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sqlite(&dir.path().join("rw.db"));
+    let good = ServiceId::from_name("ok");
+    let bad = ServiceId::from_raw(u64::MAX);
+    s.append(&[
+        Record::Result(result(bad, 1)),
+        Record::Result(result(good, 1)),
+        Record::Transition(transition(u64::MAX, good, 1)),
+    ])
+    .unwrap();
+    assert_eq!(s.count_results(good).unwrap(), 1);
+    assert_eq!(s.count_transitions().unwrap(), 0);
+}

@@ -667,3 +667,24 @@ fn unrepresentable_record_is_skipped_not_retried_forever() {
     assert_eq!(s.count_results(good).unwrap(), 1);
     assert_eq!(s.count_transitions().unwrap(), 0);
 }
+
+/// Throughput check: `cargo test --release --lib store::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let c = cfg(&path, 65_536, 1024, Duration::from_millis(10));
+    let (w, h, _) = Writer::spawn(Box::new(sqlite(&path)), &c).unwrap();
+    let n = 500_000i64;
+    let t0 = Instant::now();
+    for i in 0..n {
+        let sid = ServiceId::from_name(&format!("s{}", i % 1000));
+        while !h.push(Record::Result(result(sid, i))) {
+            std::thread::yield_now();
+        }
+    }
+    w.finish().unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    println!("{n} results in {secs:.2}s = {:.0}/s", n as f64 / secs);
+}

@@ -688,3 +688,26 @@ fn throughput() {
     let secs = t0.elapsed().as_secs_f64();
     println!("{n} results in {secs:.2}s = {:.0}/s", n as f64 / secs);
 }
+
+#[test]
+fn writer_syncs_services_on_its_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let c = cfg(&path, 16, 16, Duration::from_secs(3600));
+    let (w, _h, _) = Writer::spawn(Box::new(sqlite(&path)), &c).unwrap();
+    let a = spec("alpha", Source::Config);
+    let b = spec("beta", Source::Config);
+    w.sync_services(vec![a.clone(), b.clone()], Duration::from_secs(5))
+        .unwrap();
+    w.sync_services(vec![a], Duration::from_secs(5)).unwrap();
+    let reader = SqliteStore::open_read_only(&path).unwrap();
+    let names: Vec<String> = reader
+        .services(false)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, vec!["alpha"]);
+    assert!(reader.service(b.id).unwrap().unwrap().deleted_at.is_some());
+    w.finish().unwrap();
+}

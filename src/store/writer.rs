@@ -14,7 +14,7 @@ use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender};
 
 use super::{Record, Store, StoreCounters, StoreError, StoreInfo};
 use crate::config::StorageConfig;
-use crate::model::UnixMillis;
+use crate::model::{ServiceSpec, UnixMillis};
 
 /// Minimum gap between two "queue full" warnings, so a flood of drops logs once per window.
 const DROP_WARN_EVERY: Duration = Duration::from_secs(10);
@@ -131,6 +131,14 @@ pub struct Writer {
     /// Dropping it disconnects the writer's stop receiver: that is the stop signal, and it
     /// wakes the writer at once wherever it waits (queue, backoff).
     stop: Option<Sender<()>>,
+    /// Requests that must run on the thread owning the store.
+    ctrl: Sender<Command>,
+}
+
+/// A request to the writer thread, answered on its reply channel.
+enum Command {
+    /// Run `Store::sync_services` with this set.
+    Sync(Vec<ServiceSpec>, Sender<Result<(), StoreError>>),
 }
 
 impl std::fmt::Debug for Writer {
@@ -161,11 +169,13 @@ impl Writer {
         let capacity = cfg.queue_capacity.max(1);
         let (tx, rx) = bounded(capacity);
         let (stop_tx, stop_rx) = bounded::<()>(0);
+        let (ctrl_tx, ctrl_rx) = bounded::<Command>(16);
         let (ready_tx, ready_rx) = bounded::<Result<StoreInfo, StoreError>>(1);
         let counters = Arc::new(StoreCounters::default());
         let mut run = Run {
             rx,
             stop_rx,
+            ctrl_rx,
             counters: counters.clone(),
             batch_size: cfg.batch_size.max(1),
             // A zero wait would spin the thread while idle.
@@ -210,6 +220,7 @@ impl Writer {
                 let writer = Writer {
                     thread: Some(thread),
                     stop: Some(stop_tx),
+                    ctrl: ctrl_tx,
                 };
                 Ok((writer, handle, info))
             }
@@ -225,6 +236,27 @@ impl Writer {
                 })
             }
         }
+    }
+
+    /// Runs `Store::sync_services(services)` on the writer thread (which owns the store after
+    /// `spawn`), e.g. on SIGHUP, and waits for it at most `timeout`. While the store is failing
+    /// the request waits behind the batch being retried; on timeout it still runs later.
+    pub fn sync_services(
+        &self,
+        services: Vec<ServiceSpec>,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        let (reply_tx, reply_rx) = bounded(1);
+        let busy = |reason: String| StoreError::Io {
+            op: "sync services",
+            reason,
+        };
+        self.ctrl
+            .send_timeout(Command::Sync(services, reply_tx), timeout)
+            .map_err(|_| busy(format!("writer busy or stopped (waited {timeout:?})")))?;
+        reply_rx
+            .recv_timeout(timeout)
+            .map_err(|_| busy(format!("no answer from the writer within {timeout:?}")))?
     }
 
     /// Stops accepting, writes everything still queued, and joins the thread.
@@ -260,6 +292,7 @@ impl Drop for Writer {
 struct Run {
     rx: Receiver<Record>,
     stop_rx: Receiver<()>,
+    ctrl_rx: Receiver<Command>,
     counters: Arc<StoreCounters>,
     batch_size: usize,
     flush_interval: Duration,
@@ -292,6 +325,11 @@ impl Run {
                         Err(_) => self.stop(),
                     },
                     recv(self.stop_rx) -> _ => self.stop(),
+                    recv(self.ctrl_rx) -> cmd => {
+                        if let Ok(cmd) = cmd {
+                            Self::control(store, cmd);
+                        }
+                    },
                     default(wait) => {}
                 }
             }
@@ -308,6 +346,19 @@ impl Run {
                 continue;
             }
             self.commit(store, &mut batch)?;
+        }
+    }
+
+    fn control(store: &mut dyn Store, cmd: Command) {
+        match cmd {
+            Command::Sync(services, reply) => {
+                let r = store.sync_services(&services);
+                if let Err(e) = &r {
+                    tracing::warn!(error = %e, "service registry sync failed");
+                }
+                // The caller may have timed out and gone; the sync happened regardless.
+                let _ = reply.send(r);
+            }
         }
     }
 

@@ -5,11 +5,14 @@
 //! into the `Store` in one transaction per batch, and drains completely on shutdown.
 
 pub mod sqlite;
+mod writer;
+
+pub use writer::{StoreHandle, Writer};
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 
-use crate::model::{ProbeResult, ServiceSpec, Transition};
+use crate::config::{StorageConfig, StorageKind};
+use crate::model::{ProbeResult, ServiceSpec, Transition, UnixMillis};
 
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +58,29 @@ pub trait Store: Send {
     /// Appends a batch in one transaction; duplicates (same service and scheduled_at, or same
     /// seq) are ignored.
     fn append(&mut self, batch: &[Record]) -> Result<(), StoreError>;
-    /// Upserts the registry row of each service (name, url, source, definition).
+    /// Upserts the registry row of each service (name, url, source, definition). `services`
+    /// is the complete current set of config-defined services: config-sourced rows missing
+    /// from it are marked deleted (`deleted_at`); their results are kept.
     fn sync_services(&mut self, services: &[ServiceSpec]) -> Result<(), StoreError>;
+    /// Retention: deletes at most about `max_rows` results and transitions older than `cutoff`
+    /// (the newest transition is always kept, so `max_seq` survives). Call again with the same
+    /// cutoff until `done`; a store keeps its place between calls. The default keeps everything.
+    fn prune(&mut self, cutoff: UnixMillis, max_rows: usize) -> Result<Pruned, StoreError> {
+        let _ = (cutoff, max_rows);
+        Ok(Pruned {
+            deleted: 0,
+            done: true,
+        })
+    }
+}
+
+/// Progress of one retention step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Rows deleted by this step.
+    pub deleted: u64,
+    /// Nothing older than the cutoff is left.
+    pub done: bool,
 }
 
 /// Counters shared between the shards' handles and the writer.
@@ -64,59 +88,42 @@ pub trait Store: Send {
 pub struct StoreCounters {
     /// Records accepted into the queue.
     pub enqueued: AtomicU64,
-    /// Records dropped because the queue was full.
+    /// Records dropped because the queue was full (or the writer was gone).
     pub dropped: AtomicU64,
-    /// Records committed.
+    /// Records committed (duplicates ignored by the store included).
     pub written: AtomicU64,
-    /// Batches that failed to commit.
+    /// Append attempts that failed (each retry of a batch counts once).
     pub failed_batches: AtomicU64,
-}
-
-/// Cloneable, `Send` producer side of the writer queue; `push` never blocks.
-#[derive(Clone)]
-pub struct StoreHandle {
-    /// Shared counters.
-    pub counters: Arc<StoreCounters>,
-}
-
-impl StoreHandle {
-    /// Queues a record for the writer; when the queue is full the record is dropped, counted,
-    /// and `false` returned. Never blocks, never allocates beyond the record itself.
-    pub fn push(&self, _rec: Record) -> bool {
-        todo!("store push")
-    }
-
-    /// Records waiting for the writer.
-    pub fn queue_depth(&self) -> usize {
-        todo!("queue depth")
-    }
-
-    /// The queue bound.
-    pub fn queue_capacity(&self) -> usize {
-        todo!("queue capacity")
-    }
-}
-
-/// The writer thread; `finish` drains the queue completely and joins it.
-pub struct Writer {}
-
-impl Writer {
-    /// Opens the store on a new writer thread, returning the writer, the producer handle and
-    /// what the store holds (max seq).
-    pub fn spawn(
-        _store: Box<dyn Store>,
-        _cfg: &crate::config::StorageConfig,
-    ) -> Result<(Writer, StoreHandle, StoreInfo), StoreError> {
-        todo!("writer spawn")
-    }
-
-    /// Stops accepting, writes everything still queued, and joins the thread.
-    pub fn finish(self) -> Result<(), StoreError> {
-        todo!("writer finish")
-    }
+    /// Accepted records given up at shutdown because the store stayed down past the budget.
+    pub abandoned: AtomicU64,
+    /// Rows deleted by retention.
+    pub pruned: AtomicU64,
 }
 
 /// Opens the backend named by the config (SQLite for now).
-pub fn open(_cfg: &crate::config::StorageConfig) -> Result<Box<dyn Store>, StoreError> {
-    todo!("open store")
+pub fn open(cfg: &StorageConfig) -> Result<Box<dyn Store>, StoreError> {
+    match &cfg.kind {
+        StorageKind::Sqlite { path } => Ok(Box::new(sqlite::SqliteStore::open(path)?)),
+        StorageKind::Postgres { url } => Err(StoreError::Open {
+            what: redact_url(url),
+            reason: "postgres storage is not built yet".into(),
+        }),
+    }
 }
+
+/// Hides the password of a `postgres://user:pass@host/db` URL before it reaches a log.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,713 @@
+//! Store tests against real SQLite files in temporary directories.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::sqlite::SqliteStore;
+use super::writer::Tuning;
+use super::*;
+use crate::config::{StorageConfig, StorageKind};
+use crate::model::{
+    ErrorKind, Expect, Method, PhaseTimeouts, Scheme, ServiceId, Source, Status, Target, Timings,
+    UnixMillis,
+};
+
+fn cfg(path: &Path, capacity: usize, batch: usize, flush: Duration) -> StorageConfig {
+    StorageConfig {
+        kind: StorageKind::Sqlite {
+            path: path.to_path_buf(),
+        },
+        queue_capacity: capacity,
+        batch_size: batch,
+        flush_interval: flush,
+        retention: None,
+    }
+}
+
+fn fast() -> Tuning {
+    Tuning {
+        backoff_min: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(40),
+        shutdown_budget: Duration::from_millis(300),
+        prune_every: Duration::from_millis(20),
+        prune_chunk: 3,
+    }
+}
+
+fn result(sid: ServiceId, at: i64) -> ProbeResult {
+    ProbeResult {
+        service_id: sid,
+        scheduled_at: UnixMillis(at),
+        started_at: UnixMillis(at + 3),
+        timings: Timings {
+            connect: Duration::from_micros(150),
+            tls: Duration::from_micros(900),
+            first_byte: Duration::from_micros(2500),
+            total: Duration::from_micros(4000),
+        },
+        status_code: Some(200),
+        bytes: 512,
+        error_kind: None,
+        error: None,
+    }
+}
+
+fn transition(seq: u64, sid: ServiceId, at: i64) -> Transition {
+    Transition {
+        seq,
+        service_id: sid,
+        service: format!("svc-{}", sid.get() % 100),
+        from: Status::Up,
+        to: Status::Down,
+        at: UnixMillis(at),
+        latency: Duration::from_millis(12),
+        status_code: Some(503),
+        error: Some("status 503".into()),
+    }
+}
+
+fn spec(name: &str, source: Source) -> ServiceSpec {
+    ServiceSpec {
+        id: ServiceId::from_name(name),
+        name: name.into(),
+        target: Target {
+            scheme: Scheme::Https,
+            host: "example.com".into(),
+            port: 443,
+            path: "/health".into(),
+        },
+        url: "https://example.com/health".into(),
+        method: Method::Get,
+        headers: vec![("x-probe".into(), "ringwatch".into())],
+        body: None,
+        interval: Duration::from_secs(30),
+        timeout: Duration::from_millis(2500),
+        phase_timeouts: PhaseTimeouts {
+            connect: Duration::from_secs(1),
+            tls: Duration::from_secs(1),
+            head: Duration::from_secs(2),
+        },
+        jitter: 0.1,
+        tags: vec!["prod".into()],
+        expect: Expect {
+            body_contains: Some("ok".into()),
+            max_latency: Some(Duration::from_secs(60)),
+            ..Expect::default()
+        },
+        failure_threshold: NonZeroU32::new(3).unwrap(),
+        success_threshold: NonZeroU32::new(1).unwrap(),
+        paused: false,
+        tls: None,
+        max_body_bytes: 65536,
+        source,
+    }
+}
+
+fn sqlite(path: &Path) -> SqliteStore {
+    SqliteStore::open(path).unwrap()
+}
+
+/// A real SqliteStore whose appends wait until the test opens the gate (drops its sender),
+/// announcing each append on `entered` first.
+struct GatedStore {
+    inner: SqliteStore,
+    gate: Receiver<()>,
+    entered: Sender<()>,
+}
+
+impl Store for GatedStore {
+    fn open_info(&mut self) -> Result<StoreInfo, StoreError> {
+        self.inner.open_info()
+    }
+    fn append(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        let _ = self.entered.try_send(());
+        let _ = self.gate.recv();
+        self.inner.append(batch)
+    }
+    fn sync_services(&mut self, services: &[ServiceSpec]) -> Result<(), StoreError> {
+        self.inner.sync_services(services)
+    }
+}
+
+/// A real SqliteStore whose first `fail` appends fail (like a full disk), and which records the
+/// size of every batch it is given.
+struct FlakyStore {
+    inner: SqliteStore,
+    fail: usize,
+    batches: Arc<Mutex<Vec<usize>>>,
+}
+
+impl Store for FlakyStore {
+    fn open_info(&mut self) -> Result<StoreInfo, StoreError> {
+        self.inner.open_info()
+    }
+    fn append(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        self.batches.lock().unwrap().push(batch.len());
+        if self.fail > 0 {
+            self.fail -= 1;
+            return Err(StoreError::Io {
+                op: "append",
+                reason: "injected: database or disk is full".into(),
+            });
+        }
+        self.inner.append(batch)
+    }
+    fn sync_services(&mut self, services: &[ServiceSpec]) -> Result<(), StoreError> {
+        self.inner.sync_services(services)
+    }
+    fn prune(&mut self, cutoff: UnixMillis, max_rows: usize) -> Result<Pruned, StoreError> {
+        self.inner.prune(cutoff, max_rows)
+    }
+}
+
+fn flaky(path: &Path, fail: usize) -> (FlakyStore, Arc<Mutex<Vec<usize>>>) {
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let store = FlakyStore {
+        inner: sqlite(path),
+        fail,
+        batches: batches.clone(),
+    };
+    (store, batches)
+}
+
+#[test]
+fn duplicate_result_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sqlite(&dir.path().join("rw.db"));
+    let sid = ServiceId::from_name("api");
+    s.append(&[Record::Result(result(sid, 1000))]).unwrap();
+    let mut dup = result(sid, 1000);
+    dup.status_code = Some(500);
+    s.append(&[Record::Result(dup), Record::Result(result(sid, 1000))])
+        .unwrap();
+    assert_eq!(s.count_results(sid).unwrap(), 1);
+    // The first write wins: a retried batch never rewrites history.
+    assert_eq!(s.results_for(sid, 10).unwrap()[0].status_code, Some(200));
+}
+
+#[test]
+fn duplicate_seq_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sqlite(&dir.path().join("rw.db"));
+    let a = ServiceId::from_name("a");
+    let b = ServiceId::from_name("b");
+    s.append(&[Record::Transition(transition(7, a, 1))])
+        .unwrap();
+    s.append(&[
+        Record::Transition(transition(7, b, 2)),
+        Record::Transition(transition(8, b, 3)),
+    ])
+    .unwrap();
+    let all = s.transitions_since(0, 100).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!((all[0].seq, all[0].service_id), (7, a));
+    assert_eq!(all[1].seq, 8);
+}
+
+#[test]
+fn max_seq_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    {
+        let mut s = sqlite(&path);
+        assert_eq!(s.open_info().unwrap().max_seq, 0);
+        let sid = ServiceId::from_name("a");
+        let recs: Vec<Record> = [3, 41, 17]
+            .into_iter()
+            .map(|seq| Record::Transition(transition(seq, sid, seq as i64)))
+            .collect();
+        s.append(&recs).unwrap();
+    }
+    let mut s = sqlite(&path);
+    assert_eq!(s.open_info().unwrap().max_seq, 41);
+    // And through the writer, as the shards see it at start-up.
+    let (w, _h, info) =
+        Writer::spawn(Box::new(s), &cfg(&path, 8, 8, Duration::from_millis(5))).unwrap();
+    assert_eq!(info.max_seq, 41);
+    w.finish().unwrap();
+}
+
+#[test]
+fn rows_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sqlite(&dir.path().join("rw.db"));
+    let sid = ServiceId::from_name("api");
+    let mut bad = result(sid, 2000);
+    bad.status_code = None;
+    bad.error_kind = Some(ErrorKind::Timeout);
+    bad.error = Some("probe timed out after 2.5s".into());
+    let mut recs = vec![Record::Result(result(sid, 1000)), Record::Result(bad)];
+    recs.extend((1..=5).map(|q| Record::Transition(transition(q, sid, q as i64))));
+    s.append(&recs).unwrap();
+
+    let got = s.results_for(sid, 10).unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].scheduled_at, UnixMillis(2000)); // newest first
+    assert_eq!(got[0].error_kind, Some(ErrorKind::Timeout));
+    assert_eq!(got[0].status_code, None);
+    assert_eq!(got[1].timings, result(sid, 1000).timings);
+    assert_eq!(got[1].started_at, UnixMillis(1003));
+    assert_eq!(got[1].bytes, 512);
+
+    let page = s
+        .results_range(sid, None, Some(UnixMillis(2000)), 10)
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].scheduled_at, UnixMillis(1000));
+
+    let t = s.transitions_since(2, 2).unwrap();
+    assert_eq!(t.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(t[0].latency, Duration::from_millis(12));
+    assert_eq!((t[0].from, t[0].to), (Status::Up, Status::Down));
+    let t = s.transitions_for(sid, Some(5), 2).unwrap();
+    assert_eq!(t.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![4, 3]);
+    assert_eq!(s.count_transitions().unwrap(), 5);
+}
+
+#[test]
+fn batching_writes_all_ten_thousand() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let (store, batches) = flaky(&path, 0);
+    let c = cfg(&path, 10_000, 256, Duration::from_millis(10));
+    let (w, h, _) = Writer::spawn(Box::new(store), &c).unwrap();
+    let sid = ServiceId::from_name("bulk");
+    for i in 0..10_000 {
+        assert!(h.push(Record::Result(result(sid, i))));
+    }
+    w.finish().unwrap();
+    assert_eq!(h.counters.enqueued.load(Ordering::Relaxed), 10_000);
+    assert_eq!(h.counters.written.load(Ordering::Relaxed), 10_000);
+    assert_eq!(h.counters.dropped.load(Ordering::Relaxed), 0);
+    let sizes = batches.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), 10_000);
+    assert!(sizes.iter().all(|&n| n <= 256), "batch over batch_size");
+    assert_eq!(sqlite(&path).count_results(sid).unwrap(), 10_000);
+    // After finish the queue is gone: a late push is dropped and counted, never blocks.
+    assert!(!h.push(Record::Result(result(sid, 99_999))));
+    assert_eq!(h.counters.dropped.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn finish_drains_everything_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let (gate_tx, gate_rx) = bounded::<()>(0);
+    let (entered_tx, entered_rx) = bounded(1);
+    let store = GatedStore {
+        inner: sqlite(&path),
+        gate: gate_rx,
+        entered: entered_tx,
+    };
+    // An hour-long flush interval: only the stop signal can end the writer's wait promptly.
+    let c = cfg(&path, 5000, 100, Duration::from_secs(3600));
+    let (w, h, _) = Writer::spawn(Box::new(store), &c).unwrap();
+    let sid = ServiceId::from_name("drain");
+    assert!(h.push(Record::Result(result(sid, 0))));
+    entered_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    // The writer is stuck in its first append: everything below waits in the queue.
+    for i in 1..4000 {
+        assert!(h.push(Record::Result(result(sid, i))));
+    }
+    assert!(h.queue_depth() >= 3900);
+    assert_eq!(h.queue_capacity(), 5000);
+    drop(gate_tx);
+    let t0 = Instant::now();
+    w.finish().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert_eq!(sqlite(&path).count_results(sid).unwrap(), 4000);
+    assert_eq!(h.counters.written.load(Ordering::Relaxed), 4000);
+}
+
+#[test]
+fn finish_is_prompt_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let c = cfg(&path, 16, 16, Duration::from_secs(3600));
+    let (w, h, _) = Writer::spawn(Box::new(sqlite(&path)), &c).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(h.push(Record::Result(result(ServiceId::from_name("x"), 1))));
+    let t0 = Instant::now();
+    w.finish().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        sqlite(&path)
+            .count_results(ServiceId::from_name("x"))
+            .unwrap(),
+        1
+    );
+}
+
+#[test]
+fn full_queue_drops_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let (gate_tx, gate_rx) = bounded::<()>(0);
+    let (entered_tx, entered_rx) = bounded(1);
+    let store = GatedStore {
+        inner: sqlite(&path),
+        gate: gate_rx,
+        entered: entered_tx,
+    };
+    let c = cfg(&path, 10, 4, Duration::from_millis(5));
+    let (w, h, _) = Writer::spawn(Box::new(store), &c).unwrap();
+    let sid = ServiceId::from_name("full");
+    assert!(h.push(Record::Result(result(sid, 0))));
+    entered_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let mut accepted = 1u64;
+    let mut refused = 0u64;
+    for i in 1..=100 {
+        if h.push(Record::Result(result(sid, i))) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    // The writer holds one record in append; the queue holds exactly its capacity.
+    assert_eq!(accepted, 11);
+    assert_eq!(refused, 90);
+    assert_eq!(h.counters.dropped.load(Ordering::Relaxed), refused);
+    assert_eq!(h.counters.enqueued.load(Ordering::Relaxed), accepted);
+    drop(gate_tx);
+    w.finish().unwrap();
+    assert_eq!(h.counters.written.load(Ordering::Relaxed), accepted);
+    assert_eq!(sqlite(&path).count_results(sid).unwrap(), accepted);
+}
+
+#[test]
+fn failed_appends_are_retried_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let (store, batches) = flaky(&path, 3);
+    let c = cfg(&path, 1000, 50, Duration::from_millis(5));
+    let (w, h, _) = Writer::spawn_tuned(Box::new(store), &c, fast()).unwrap();
+    let sid = ServiceId::from_name("flaky");
+    for i in 0..200 {
+        assert!(h.push(Record::Result(result(sid, i))));
+    }
+    // Wait for the recovery before finishing, so the retries happen in normal running.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.counters.written.load(Ordering::Relaxed) < 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    w.finish().unwrap();
+    assert_eq!(h.counters.failed_batches.load(Ordering::Relaxed), 3);
+    assert_eq!(h.counters.written.load(Ordering::Relaxed), 200);
+    assert_eq!(sqlite(&path).count_results(sid).unwrap(), 200);
+    let sizes = batches.lock().unwrap().clone();
+    // The same batch was offered again after each failure.
+    assert_eq!(sizes[0], sizes[1]);
+    assert_eq!(sizes[1], sizes[2]);
+    assert_eq!(sizes[2], sizes[3]);
+}
+
+#[test]
+fn failing_store_at_shutdown_gives_up_after_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let (store, _) = flaky(&path, usize::MAX);
+    let c = cfg(&path, 100, 10, Duration::from_millis(5));
+    let (w, h, _) = Writer::spawn_tuned(Box::new(store), &c, fast()).unwrap();
+    let sid = ServiceId::from_name("down");
+    for i in 0..30 {
+        assert!(h.push(Record::Result(result(sid, i))));
+    }
+    let t0 = Instant::now();
+    let err = w.finish().unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(err.to_string().contains("disk is full"), "{err}");
+    assert_eq!(h.counters.abandoned.load(Ordering::Relaxed), 30);
+    assert_eq!(h.counters.written.load(Ordering::Relaxed), 0);
+    assert!(h.counters.failed_batches.load(Ordering::Relaxed) >= 1);
+}
+
+#[test]
+fn retention_deletes_old_rows_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sqlite(&dir.path().join("rw.db"));
+    let now = UnixMillis::now().0;
+    let old = now - 2 * 3_600_000;
+    let sids: Vec<ServiceId> = (0..4)
+        .map(|i| ServiceId::from_name(&format!("svc{i}")))
+        .collect();
+    let mut recs = Vec::new();
+    for sid in &sids {
+        for k in 0..5 {
+            recs.push(Record::Result(result(*sid, old + k)));
+            recs.push(Record::Result(result(*sid, now - k)));
+        }
+    }
+    for seq in 1..=6 {
+        recs.push(Record::Transition(transition(
+            seq,
+            sids[0],
+            old + seq as i64,
+        )));
+    }
+    recs.push(Record::Transition(transition(7, sids[0], now)));
+    s.append(&recs).unwrap();
+
+    let cutoff = UnixMillis(now - 3_600_000);
+    let mut total = 0;
+    let mut steps = 0;
+    loop {
+        let p = s.prune(cutoff, 3).unwrap();
+        assert!(p.deleted <= 3);
+        total += p.deleted;
+        steps += 1;
+        if p.done {
+            break;
+        }
+        assert!(steps < 100, "retention never finished");
+    }
+    assert_eq!(total, 4 * 5 + 6);
+    for sid in &sids {
+        let left = s.results_for(*sid, 100).unwrap();
+        assert_eq!(left.len(), 5);
+        assert!(left.iter().all(|r| r.scheduled_at.0 > cutoff.0));
+    }
+    let t = s.transitions_since(0, 100).unwrap();
+    assert_eq!(t.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![7]);
+}
+
+#[test]
+fn retention_keeps_newest_transition_for_max_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let mut s = sqlite(&path);
+    let sid = ServiceId::from_name("a");
+    let recs: Vec<Record> = (1..=4)
+        .map(|q| Record::Transition(transition(q, sid, q as i64)))
+        .collect();
+    s.append(&recs).unwrap();
+    while !s.prune(UnixMillis::now(), 100).unwrap().done {}
+    drop(s);
+    let mut s = sqlite(&path);
+    assert_eq!(s.open_info().unwrap().max_seq, 4);
+    assert_eq!(s.count_transitions().unwrap(), 1);
+}
+
+#[test]
+fn writer_runs_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let sid = ServiceId::from_name("ret");
+    let now = UnixMillis::now().0;
+    let old = now - 3 * 3_600_000;
+    {
+        let mut s = sqlite(&path);
+        let recs: Vec<Record> = (0..20)
+            .map(|k| Record::Result(result(sid, old + k)))
+            .chain((0..5).map(|k| Record::Result(result(sid, now - k))))
+            .collect();
+        s.append(&recs).unwrap();
+    }
+    let mut c = cfg(&path, 100, 10, Duration::from_millis(5));
+    c.retention = Some(Duration::from_secs(3600));
+    let (w, h, _) = Writer::spawn_tuned(Box::new(sqlite(&path)), &c, fast()).unwrap();
+    let reader = SqliteStore::open_read_only(&path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reader.count_results(sid).unwrap() > 6 && Instant::now() < deadline {
+        // Keep batches flowing too: retention steps interleave with them.
+        h.push(Record::Result(result(sid, now + 1)));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    w.finish().unwrap();
+    assert_eq!(reader.count_results(sid).unwrap(), 6);
+    assert_eq!(h.counters.pruned.load(Ordering::Relaxed), 20);
+}
+
+#[test]
+fn sync_services_marks_removed_config_services_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sqlite(&dir.path().join("rw.db"));
+    let a = spec("alpha", Source::Config);
+    let b = spec("beta", Source::Config);
+    let c = spec("gamma", Source::Api);
+    s.sync_services(&[a.clone(), b.clone(), c.clone()]).unwrap();
+    s.append(&[
+        Record::Result(result(b.id, 1)),
+        Record::Result(result(b.id, 2)),
+    ])
+    .unwrap();
+
+    s.sync_services(std::slice::from_ref(&a)).unwrap();
+    let beta = s.service(b.id).unwrap().unwrap();
+    assert!(
+        beta.deleted_at.is_some(),
+        "removed config service not deleted"
+    );
+    assert_eq!(s.count_results(b.id).unwrap(), 2, "results must be kept");
+    assert!(s.service(c.id).unwrap().unwrap().deleted_at.is_none());
+    let live: Vec<String> = s
+        .services(false)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(live, vec!["alpha", "gamma"]);
+    assert_eq!(s.services(true).unwrap().len(), 3);
+
+    let row = s.service(a.id).unwrap().unwrap();
+    assert_eq!(
+        (row.source.as_str(), row.url.as_str()),
+        ("config", a.url.as_str())
+    );
+    let json: serde_json::Value = serde_json::from_str(&row.spec).unwrap();
+    assert_eq!(json["name"], "alpha");
+    assert_eq!(json["method"], "GET");
+    assert_eq!(json["interval"], "30s");
+    assert_eq!(json["timeout"], "2500ms");
+    assert_eq!(json["tags"][0], "prod");
+    assert_eq!(json["headers"]["x-probe"], "ringwatch");
+    assert_eq!(json["expect"]["status"], "200-299");
+    assert_eq!(json["expect"]["max_latency"], "1m");
+    assert_eq!(json["failure_threshold"], 3);
+
+    // Coming back in the config revives the row.
+    s.sync_services(&[a, b.clone()]).unwrap();
+    assert!(s.service(b.id).unwrap().unwrap().deleted_at.is_none());
+}
+
+#[test]
+fn open_creates_directories_and_names_bad_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a/b/rw.db");
+    let c = cfg(&nested, 8, 8, Duration::from_millis(5));
+    let mut store = open(&c).unwrap();
+    assert_eq!(store.open_info().unwrap().max_seq, 0);
+    assert!(nested.exists());
+
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"not a dir").unwrap();
+    let bad = file.join("rw.db");
+    let err = open(&cfg(&bad, 8, 8, Duration::from_millis(5)))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains(&bad.display().to_string()),
+        "{err}"
+    );
+
+    let pg = StorageConfig {
+        kind: StorageKind::Postgres {
+            url: "postgres://u:secret@db/ringwatch".into(),
+        },
+        ..c
+    };
+    let err = open(&pg).err().unwrap().to_string();
+    assert!(err.contains("not built yet"), "{err}");
+    assert!(!err.contains("secret"), "{err}");
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    drop(sqlite(&path));
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA user_version = 99").unwrap();
+    }
+    let err = SqliteStore::open(&path).unwrap_err().to_string();
+    assert!(err.contains("newer"), "{err}");
+}
+
+#[test]
+fn spawn_reports_open_errors() {
+    struct Broken;
+    impl Store for Broken {
+        fn open_info(&mut self) -> Result<StoreInfo, StoreError> {
+            Err(StoreError::Open {
+                what: "/nowhere".into(),
+                reason: "locked".into(),
+            })
+        }
+        fn append(&mut self, _: &[Record]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn sync_services(&mut self, _: &[ServiceSpec]) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(&dir.path().join("x.db"), 8, 8, Duration::from_millis(5));
+    let err = Writer::spawn(Box::new(Broken), &c).err().unwrap();
+    assert!(err.to_string().contains("/nowhere"));
+}
+
+#[test]
+fn durations_format_like_the_config() {
+    use super::sqlite::format_duration;
+    assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+    assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+    assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+    assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
+    assert_eq!(format_duration(Duration::from_secs(86_400)), "1d");
+    assert_eq!(format_duration(Duration::ZERO), "0ms");
+}
+
+#[test]
+fn unrepresentable_record_is_skipped_not_retried_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sqlite(&dir.path().join("rw.db"));
+    let good = ServiceId::from_name("ok");
+    let bad = ServiceId::from_raw(u64::MAX);
+    s.append(&[
+        Record::Result(result(bad, 1)),
+        Record::Result(result(good, 1)),
+        Record::Transition(transition(u64::MAX, good, 1)),
+    ])
+    .unwrap();
+    assert_eq!(s.count_results(good).unwrap(), 1);
+    assert_eq!(s.count_transitions().unwrap(), 0);
+}
+
+/// Throughput check: `cargo test --release --lib store::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let c = cfg(&path, 65_536, 1024, Duration::from_millis(10));
+    let (w, h, _) = Writer::spawn(Box::new(sqlite(&path)), &c).unwrap();
+    let n = 500_000i64;
+    let t0 = Instant::now();
+    for i in 0..n {
+        let sid = ServiceId::from_name(&format!("s{}", i % 1000));
+        while !h.push(Record::Result(result(sid, i))) {
+            std::thread::yield_now();
+        }
+    }
+    w.finish().unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    println!("{n} results in {secs:.2}s = {:.0}/s", n as f64 / secs);
+}
+
+#[test]
+fn writer_syncs_services_on_its_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let c = cfg(&path, 16, 16, Duration::from_secs(3600));
+    let (w, _h, _) = Writer::spawn(Box::new(sqlite(&path)), &c).unwrap();
+    let a = spec("alpha", Source::Config);
+    let b = spec("beta", Source::Config);
+    w.sync_services(vec![a.clone(), b.clone()], Duration::from_secs(5))
+        .unwrap();
+    w.sync_services(vec![a], Duration::from_secs(5)).unwrap();
+    let reader = SqliteStore::open_read_only(&path).unwrap();
+    let names: Vec<String> = reader
+        .services(false)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, vec!["alpha"]);
+    assert!(reader.service(b.id).unwrap().unwrap().deleted_at.is_some());
+    w.finish().unwrap();
+}

@@ -205,8 +205,11 @@ impl Running {
             tracing::warn!("server settings changed; they take effect after a restart");
         }
         let n = self.shared.mesh.shards();
-        // Registry rows are written from here (a second connection), never from a shard.
-        if let Err(e) = store::open(&cfg.storage).and_then(|mut s| s.sync_services(&cfg.services)) {
+        // The writer thread owns the connection; it updates the registry between batches.
+        if let Err(e) = self
+            .writer
+            .sync_services(cfg.services.clone(), Duration::from_secs(10))
+        {
             tracing::warn!(error = %e, "could not update the service registry");
         }
         let total = cfg.services.len();

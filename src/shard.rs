@@ -461,6 +461,8 @@ impl Shard {
             store_written: store.counters.written.load(Ordering::Relaxed),
             store_dropped: store.counters.dropped.load(Ordering::Relaxed),
             store_failed_batches: store.counters.failed_batches.load(Ordering::Relaxed),
+            store_abandoned: store.counters.abandoned.load(Ordering::Relaxed),
+            store_pruned: store.counters.pruned.load(Ordering::Relaxed),
             seq: self.shared.seq.latest(),
             uptime: self.shared.started.elapsed(),
         };

@@ -191,8 +191,12 @@ pub struct GlobalStats {
     pub store_written: u64,
     /// Records dropped because the queue was full.
     pub store_dropped: u64,
-    /// Batches that failed to commit.
+    /// Batch commits that failed (each retried).
     pub store_failed_batches: u64,
+    /// Records given up at shutdown because the store stayed down.
+    pub store_abandoned: u64,
+    /// Rows deleted by retention.
+    pub store_pruned: u64,
     /// Latest transition seq.
     pub seq: u64,
     /// Seconds since start.
@@ -465,6 +469,18 @@ pub fn render(snaps: &[StatsSnapshot], global: &GlobalStats) -> String {
         global.store_failed_batches as f64,
     );
 
+    w.single(
+        "ringwatch_store_abandoned_total",
+        "counter",
+        "Records given up at shutdown because the store stayed down.",
+        global.store_abandoned as f64,
+    );
+    w.single(
+        "ringwatch_store_pruned_total",
+        "counter",
+        "Rows deleted by retention.",
+        global.store_pruned as f64,
+    );
     w.single(
         "ringwatch_probe_connections_opened_total",
         "counter",

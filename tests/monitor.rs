@@ -143,7 +143,7 @@ fn sigterm_drains_every_completed_probe_into_the_database() {
     // A long flush interval keeps results queued in memory until shutdown forces them out.
     let cfg = format!(
         "server:\n  listen: 127.0.0.1:{port}\n  shards: 2\n  pin: false\n  shutdown_grace: 5s\n\
-storage:\n  kind: sqlite\n  path: {}\n  flush_interval: 10s\n  batch_size: 100000\n\
+storage:\n  kind: sqlite\n  path: {}\n  flush_interval: 10s\n  batch_size: 50000\n\
 services:\n",
         db_path.display()
     ) + &(0..50)

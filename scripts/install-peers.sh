@@ -7,10 +7,14 @@
 set -euo pipefail
 
 # Debian package name -> a binary it ships; a package counts as present when its binary is.
+# GNU time (/usr/bin/time, not the shell keyword) measures wrk's own CPU-seconds; curl
+# polls readiness endpoints.
 declare -A WANT=(
   [wrk]=wrk
   [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
   [prometheus]=promtool
+  [time]=/usr/bin/time
+  [curl]=curl
 )
 
 missing=()
@@ -22,7 +26,7 @@ for pkg in "${!WANT[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-peers: all present (wrk, prometheus-blackbox-exporter, promtool)"
+  echo "install-peers: all present (${WANT[*]})"
   exit 0
 fi
 

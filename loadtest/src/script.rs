@@ -97,7 +97,7 @@ fn parse_u64(s: &str) -> Option<u64> {
 /// Derived from the wall clock rather than a per-connection counter, so every probe of the
 /// same URL (from any connection, any fleet thread) sees the same phase at the same moment.
 pub fn flap_status(period_ms: u64, now_unix_ms: u64) -> u16 {
-    if (now_unix_ms / period_ms.max(1)) % 2 == 0 {
+    if (now_unix_ms / period_ms.max(1)).is_multiple_of(2) {
         200
     } else {
         500

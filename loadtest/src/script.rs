@@ -127,6 +127,8 @@ pub enum Parsed {
     Complete(Request),
     /// More bytes are needed.
     Partial,
+    /// The head is (or will be) longer than [`MAX_HEAD_BYTES`]: 431 and close.
+    TooLarge,
     /// Not HTTP/1.x we can serve (malformed, too many headers, chunked request body): 400
     /// and close, since the framing of anything after it is unknown.
     Invalid,
@@ -140,7 +142,9 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD_BYTES => return Parsed::TooLarge,
         Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Parsed::TooLarge,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Invalid,
     };
@@ -334,6 +338,15 @@ mod tests {
         };
         assert!(!r.close);
         assert_eq!(parse_request(b"\x00\x01garbage\r\n\r\n"), Parsed::Invalid);
+        let big = format!(
+            "GET /ok HTTP/1.1\r\nX: {}\r\n\r\n",
+            "p".repeat(MAX_HEAD_BYTES)
+        );
+        assert_eq!(parse_request(big.as_bytes()), Parsed::TooLarge);
+        assert_eq!(
+            parse_request(&big.as_bytes()[..MAX_HEAD_BYTES + 1]),
+            Parsed::TooLarge
+        );
         assert_eq!(
             parse_request(b"POST /ok HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
             Parsed::Invalid

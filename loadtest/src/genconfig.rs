@@ -99,14 +99,14 @@ pub fn write_config<W: Write>(cfg: &GenConfig, w: &mut W) -> io::Result<()> {
     Ok(())
 }
 
-/// Checks a duration the way ringwatch's config spells them (`250ms`, `30s`, `5m`, `1h`),
+/// Checks a duration the way ringwatch's config spells them (`250ms`, `30s`, `5m`, `1h`, `1d`),
 /// so a typo fails here rather than when ringwatch loads the file.
 pub fn check_duration(s: &str) -> Result<(), String> {
     let unit_at = s
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration {s:?} needs a unit (ms, s, m, h)"))?;
+        .ok_or_else(|| format!("duration {s:?} needs a unit (ms, s, m, h, d)"))?;
     let (num, unit) = s.split_at(unit_at);
-    if num.is_empty() || !matches!(unit, "ms" | "s" | "m" | "h") {
+    if num.is_empty() || !matches!(unit, "ms" | "s" | "m" | "h" | "d") {
         return Err(format!("bad duration {s:?} (want e.g. 250ms, 30s, 5m)"));
     }
     Ok(())

@@ -693,6 +693,27 @@ mod tests {
     }
 
     #[test]
+    fn threads_share_one_ephemeral_port() {
+        let mut cfg = FleetConfig::local(vec![0]);
+        cfg.threads = 2;
+        let fleet = Fleet::start(cfg).expect("start fleet");
+        assert_eq!(fleet.drivers().len(), 2);
+        // Enough connections that SO_REUSEPORT hands some to each thread; all must work.
+        for i in 0..16 {
+            let mut c = Client::connect(fleet.ports()[0]);
+            assert_eq!(c.get(&format!("/ok?i={i}")).0, 200);
+        }
+        assert_eq!(fleet.totals().accepted, 16);
+    }
+
+    #[test]
+    fn refuses_empty_config() {
+        let mut cfg = FleetConfig::local(vec![0]);
+        cfg.threads = 0;
+        assert!(Fleet::start(cfg).is_err());
+    }
+
+    #[test]
     fn large_heads_grow_the_buffer_up_to_the_limit() {
         let fleet = Fleet::start(FleetConfig::local(vec![0])).expect("start fleet");
         let mut c = Client::connect(fleet.ports()[0]);

@@ -4,6 +4,8 @@
 //! Everything binds to 127.0.0.0/8 only: the harness exists to load this machine, never a
 //! network.
 
+#![warn(missing_docs)]
+
 pub mod fleet;
 pub mod genconfig;
 pub mod ports;

@@ -1,1 +1,239 @@
-fn main() {}
+//! `ringwatch-loadtest`: target fleet, config generator and `/proc` sampler.
+
+use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use ringwatch_loadtest::fleet::{DriverChoice, Fleet, FleetConfig};
+use ringwatch_loadtest::genconfig::{self, GenConfig};
+use ringwatch_loadtest::{ports, procstat};
+
+#[derive(Parser)]
+#[command(version, about = "Load-test harness for ringwatch (loopback only)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve scripted HTTP/1.1 targets (/ok, /status/N, /delay/MS, /hang, /flap/MS, /close,
+    /// /chunked, /bytes/N, /reset) on many loopback ports until SIGINT/SIGTERM.
+    Fleet {
+        /// Address to bind (127.0.0.0/8 only).
+        #[arg(long, default_value = "127.0.0.1", value_parser = ports::parse_loopback)]
+        listen: IpAddr,
+        /// Ports: `20000-20099`, `8080`, or a comma list of both.
+        #[arg(long, default_value = "20000-20099", value_parser = ports::parse_ports)]
+        ports: std::vec::Vec<u16>,
+        /// Server threads (default: one per available CPU). Every thread serves every port.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Open connections allowed per thread; more are accepted, closed and counted.
+        #[arg(long, default_value_t = 50_000)]
+        max_conns: usize,
+        /// Runtime driver.
+        #[arg(long, value_enum, default_value_t = DriverChoice::Auto)]
+        driver: DriverChoice,
+        /// Pin thread t to CPU cpus[t % len] (e.g. `0,1`); default: no pinning.
+        #[arg(long, value_delimiter = ',')]
+        cpus: Vec<usize>,
+        /// Print the summary line to stderr every N seconds (0 = only at exit).
+        #[arg(long, default_value_t = 0)]
+        stats_every: u64,
+    },
+    /// Write a ringwatch YAML config with N services aimed at the fleet (to stdout).
+    GenConfig {
+        /// Number of services.
+        #[arg(long)]
+        services: usize,
+        /// Fleet ports; services go round-robin over them.
+        #[arg(long, default_value = "20000-20099", value_parser = ports::parse_ports)]
+        ports: std::vec::Vec<u16>,
+        /// Fleet address (127.0.0.0/8 only).
+        #[arg(long, default_value = "127.0.0.1", value_parser = ports::parse_loopback)]
+        host: IpAddr,
+        /// Path every service probes.
+        #[arg(long, default_value = "/ok")]
+        path: String,
+        /// Realistic mix instead of one path: 90% /ok, 5% /delay/50, 3% /flap/30000,
+        /// 2% /status/503.
+        #[arg(long)]
+        mix: bool,
+        /// Probe interval.
+        #[arg(long, default_value = "60s")]
+        interval: String,
+        /// Probe timeout.
+        #[arg(long, default_value = "5s")]
+        timeout: String,
+        /// Scheduling jitter.
+        #[arg(long, default_value = "10%")]
+        jitter: String,
+        /// ringwatch's listen address.
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        listen: String,
+        /// SQLite database path.
+        #[arg(long, default_value = "/tmp/rw-bench.db")]
+        db: String,
+        /// ringwatch shards (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        shards: usize,
+    },
+    /// Print a process's CPU-seconds and RSS from /proc as JSON.
+    Procstat {
+        /// Process id.
+        #[arg(long)]
+        pid: u32,
+        /// If set, sample twice this many seconds apart and print the difference too.
+        #[arg(long)]
+        window: Option<f64>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringwatch-loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::Fleet {
+            listen,
+            ports,
+            threads,
+            max_conns,
+            driver,
+            cpus,
+            stats_every,
+        } => run_fleet(
+            FleetConfig {
+                listen,
+                ports,
+                threads: threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                max_conns_per_thread: max_conns,
+                driver,
+                cpus,
+            },
+            stats_every,
+        ),
+        Cmd::GenConfig {
+            services,
+            ports,
+            host,
+            path,
+            mix,
+            interval,
+            timeout,
+            jitter,
+            listen,
+            db,
+            shards,
+        } => {
+            genconfig::check_duration(&interval)?;
+            genconfig::check_duration(&timeout)?;
+            if !path.starts_with('/') || path.contains(['?', '#', '"', ' ']) {
+                return Err(format!(
+                    "--path {path:?} must start with / and have no query"
+                ));
+            }
+            let cfg = GenConfig {
+                services,
+                ports,
+                host: host.to_string(),
+                path,
+                mix,
+                interval,
+                timeout,
+                jitter,
+                listen,
+                shards,
+                db,
+            };
+            let stdout = io::stdout();
+            let mut w = BufWriter::with_capacity(1 << 16, stdout.lock());
+            genconfig::write_config(&cfg, &mut w)
+                .and_then(|()| w.flush())
+                .map_err(|e| format!("writing config: {e}"))
+        }
+        Cmd::Procstat { pid, window } => {
+            let a = procstat::sample(pid).map_err(|e| format!("pid {pid}: {e}"))?;
+            let Some(secs) = window else {
+                println!("{}", a.to_json());
+                return Ok(());
+            };
+            std::thread::sleep(Duration::from_secs_f64(secs.max(0.0)));
+            let b = procstat::sample(pid).map_err(|e| format!("pid {pid}: {e}"))?;
+            let wall = (b.at_unix_s - a.at_unix_s).max(1e-9);
+            let cpu = b.cpu_s() - a.cpu_s();
+            println!(
+                "{{\"pid\":{pid},\"window_seconds\":{wall:.3},\"cpu_seconds\":{cpu:.3},\"cpu_util\":{:.3},\"rss_kib\":{},\"before\":{},\"after\":{}}}",
+                cpu / wall,
+                b.rss_kib,
+                a.to_json(),
+                b.to_json()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn run_fleet(cfg: FleetConfig, stats_every: u64) -> Result<(), String> {
+    raise_nofile_limit();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal: {e}"))?;
+    }
+    let (first, last, n) = (
+        cfg.ports[0],
+        cfg.ports[cfg.ports.len() - 1],
+        cfg.ports.len(),
+    );
+    let fleet = Fleet::start(cfg.clone()).map_err(|e| format!("fleet: {e}"))?;
+    println!(
+        "fleet: listening on {} ports {first}-{last} ({n} ports) threads={} drivers={} max_conns_per_thread={}",
+        cfg.listen,
+        cfg.threads,
+        fleet.drivers().join(","),
+        cfg.max_conns_per_thread
+    );
+    let _ = io::stdout().flush();
+    let mut next_stats = Instant::now() + Duration::from_secs(stats_every);
+    // The serving threads never block on the main thread; it only watches for a signal.
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if stats_every > 0 && Instant::now() >= next_stats {
+            eprintln!("{}", fleet.summary());
+            next_stats += Duration::from_secs(stats_every);
+        }
+    }
+    println!("{}", fleet.summary());
+    let _ = io::stdout().flush();
+    // Detached serving threads end with the process.
+    std::process::exit(0);
+}
+
+/// Raises the soft open-files limit to the hard limit: a fleet for 100k services can hold
+/// tens of thousands of connections, and the default soft limit is far lower.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a properly initialized struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

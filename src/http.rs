@@ -8,8 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::time::Instant;
 
 use crate::config::HttpLimits;
@@ -294,11 +293,16 @@ fn too_large_head(limits: &HttpLimits) -> Parsed {
     )
 }
 
-/// Serves one connection until the client closes, a limit is hit, or an error occurs.
+/// Serves one connection (plain TCP or TLS) until the client closes, a limit is hit, or an
+/// error occurs.
 ///
 /// Pipelined requests are answered in order, and the responses to every request found in one
 /// read go out in one write.
-pub async fn serve<H: Handler>(mut stream: TcpStream, handler: &H, limits: HttpLimits) {
+pub async fn serve<S, H>(mut stream: S, handler: &H, limits: HttpLimits)
+where
+    S: AsyncReadRent + AsyncWriteRent,
+    H: Handler,
+{
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     // When the request now being received started; None while idle between requests.

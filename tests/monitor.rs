@@ -26,9 +26,16 @@ fn every_service_is_probed_by_exactly_one_shard() {
     let names: Vec<(String, String)> = (0..40)
         .map(|i| (format!("svc-{i}"), format!("/svc/{i}")))
         .collect();
-    let pairs: Vec<(&str, &str)> = names.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     let cfg = base_config(port, &dir.path().join("rw.db"), 2, "")
-        + &services_yaml(&target, &pairs, "    interval: 200ms\n    timeout: 100ms\n    jitter: 0%\n");
+        + &services_yaml(
+            &target,
+            &pairs,
+            "    interval: 200ms\n    timeout: 100ms\n    jitter: 0%\n",
+        );
     let rw = Ringwatch::start_in(dir.path(), port, &cfg);
     std::thread::sleep(Duration::from_millis(2200));
     let s0 = rw.metric("ringwatch_shard_services{shard=\"0\"}");
@@ -67,7 +74,10 @@ fn paused_services_are_not_probed_and_hangs_do_not_delay_others() {
     assert_eq!(target.served("/paused"), 0, "paused service was probed");
     // The hanging probe (up to 2 s) runs concurrently; the fast service keeps its schedule.
     let fast = target.served("/fast");
-    assert!(fast >= 9, "fast service probed only {fast} times while another hung");
+    assert!(
+        fast >= 9,
+        "fast service probed only {fast} times while another hung"
+    );
     assert!(rw.metric("ringwatch_services_paused") == 1.0);
     let lag_p99 = rw.metric("ringwatch_schedule_lag_seconds{quantile=\"0.99\"}");
     assert!(lag_p99 < 0.5, "schedule lag p99 {lag_p99}s");
@@ -171,7 +181,11 @@ fn metrics_health_and_routes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let cfg = base_config(port, &dir.path().join("rw.db"), 2, "")
-        + &services_yaml(&target, &[("a", "/a"), ("b", "/switch")], "    interval: 100ms\n    timeout: 80ms\n");
+        + &services_yaml(
+            &target,
+            &[("a", "/a"), ("b", "/switch")],
+            "    interval: 100ms\n    timeout: 80ms\n",
+        );
     target.status.store(500, Ordering::Relaxed);
     let rw = Ringwatch::start_in(dir.path(), port, &cfg);
     assert!(eventually(Duration::from_secs(5), || {
@@ -198,11 +212,16 @@ fn metrics_health_and_routes() {
         "ringwatch_results_dropped_total",
         "ringwatch_shard_info",
     ] {
-        assert!(body.contains(&format!("# TYPE {family} ")), "{family} missing");
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "{family} missing"
+        );
     }
     assert!(metric_value(&body, "ringwatch_services{status=\"down\"}") == Some(1.0));
-    assert!(metric_value(&body, "ringwatch_probe_latency_seconds{quantile=\"0.99\"}")
-        .is_some_and(|v| v > 0.0));
+    assert!(
+        metric_value(&body, "ringwatch_probe_latency_seconds{quantile=\"0.99\"}")
+            .is_some_and(|v| v > 0.0)
+    );
 
     // promtool (Debian package `prometheus`, installed by scripts/install-peers.sh) must accept it.
     let promtool = which("promtool").expect("promtool not found: run scripts/install-peers.sh");
@@ -250,7 +269,8 @@ fn sighup_reconciles_config_services_without_restart() {
         port,
         &(base.clone() + &services_yaml(&target, &[("a", "/a"), ("b", "/b")], opts)),
     );
-    assert!(eventually(Duration::from_secs(5), || target.served("/a") > 0
+    assert!(eventually(Duration::from_secs(5), || target.served("/a")
+        > 0
         && target.served("/b") > 0));
     let pid_before = rw.child.id();
     std::fs::write(
@@ -262,7 +282,10 @@ fn sighup_reconciles_config_services_without_restart() {
     assert!(eventually(Duration::from_secs(5), || target.served("/c") > 2));
     let a_after = target.served("/a");
     std::thread::sleep(Duration::from_millis(500));
-    assert!(target.served("/a") <= a_after + 1, "removed service still probed");
+    assert!(
+        target.served("/a") <= a_after + 1,
+        "removed service still probed"
+    );
     let total = rw.metric("ringwatch_shard_services{shard=\"0\"}")
         + rw.metric("ringwatch_shard_services{shard=\"1\"}");
     assert_eq!(total, 2.0);
@@ -308,13 +331,21 @@ fn check_names_the_bad_key_and_run_refuses_it() {
         .arg(&good)
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ringwatch.yaml");
     let out = std::process::Command::new(bin())
         .args(["check", "--config", example])
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -336,14 +367,20 @@ services:\n  - {{name: down1, url: \"{}\", interval: 100ms, timeout: 80ms}}\n  -
     assert!(eventually(Duration::from_secs(5), || rw
         .metric("ringwatch_services{status=\"down\"}")
         == 1.0));
-    assert_eq!(rw.metric("ringwatch_shard_info{shard=\"0\",driver=\"epoll\"}"), 1.0);
+    assert_eq!(
+        rw.metric("ringwatch_shard_info{shard=\"0\",driver=\"epoll\"}"),
+        1.0
+    );
     std::thread::sleep(Duration::from_millis(300));
     let lines = rw.stderr_lines();
     let events: Vec<serde_json::Value> = lines
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    assert!(!events.is_empty() && events.len() == lines.len(), "non-JSON log lines");
+    assert!(
+        !events.is_empty() && events.len() == lines.len(),
+        "non-JSON log lines"
+    );
     let down = events
         .iter()
         .find(|e| e["message"] == "service down")

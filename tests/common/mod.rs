@@ -262,7 +262,10 @@ pub fn metric_value(body: &str, series: &str) -> Option<f64> {
 
 /// A one-shot HTTP/1.1 GET over a fresh connection.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    http_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"))
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 /// Sends raw bytes and reads the whole response (the server must close).

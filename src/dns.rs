@@ -177,4 +177,37 @@ mod tests {
         assert_eq!(literal("::1", 443), Some("[::1]:443".parse().unwrap()));
         assert_eq!(literal("localhost", 80), None);
     }
+
+    #[test]
+    fn full_queue_is_overloaded_without_blocking() {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let h = ResolverHandle {
+            tx,
+            ttl: Duration::from_secs(1),
+        };
+        let (reply, _answer) = oneshot::channel();
+        let job = Job {
+            host: "queued.example".into(),
+            port: 80,
+            reply,
+        };
+        assert!(h.tx.try_send(job).is_ok());
+        let res = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .build()
+            .unwrap()
+            .block_on(h.resolve("example.com", 80));
+        assert_eq!(res, Err(DnsError::Overloaded));
+    }
+
+    #[test]
+    fn resolver_threads_answer_and_do_not_cache_failures() {
+        let h = ResolverHandle::spawn(ResolverConfig::default());
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .build()
+            .unwrap();
+        let a = rt.block_on(h.resolve("localhost", 8080)).unwrap();
+        assert!(a.ip().is_loopback());
+        assert_eq!(a.port(), 8080);
+        assert!(rt.block_on(h.resolve("no-such-host.invalid", 80)).is_err());
+    }
 }

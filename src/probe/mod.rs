@@ -324,6 +324,12 @@ impl Prober {
         self.pool.borrow().len()
     }
 
+    /// Closes idle connections past `idle_timeout`; the pool also does this on its own when
+    /// connections are returned, so calling it is only needed on an otherwise quiet shard.
+    pub fn close_expired_idle(&self) {
+        self.pool.borrow_mut().expire_all();
+    }
+
     async fn run(
         &self,
         spec: &ServiceSpec,
@@ -486,7 +492,11 @@ impl Prober {
         )
         .await??;
         let body_ok = needle.is_none_or(|n| http1::contains(&conn.kept, n));
-        let reusable = !head.close && framing != Framing::UntilClose && conn.buffered().is_empty();
+        // After 101 the connection no longer speaks HTTP/1.1.
+        let reusable = !head.close
+            && head.status != 101
+            && framing != Framing::UntilClose
+            && conn.buffered().is_empty();
         Ok(Exchange { reusable, body_ok })
     }
 }

@@ -29,6 +29,7 @@ pub struct Pool<C> {
     max_total: usize,
     idle_timeout: Duration,
     dropped: u64,
+    last_sweep: Instant,
 }
 
 impl<C> Pool<C> {
@@ -41,6 +42,7 @@ impl<C> Pool<C> {
             max_total,
             idle_timeout,
             dropped: 0,
+            last_sweep: Instant::now(),
         }
     }
 
@@ -78,7 +80,8 @@ impl<C> Pool<C> {
             self.dropped += 1;
             return;
         }
-        if self.total >= self.max_total {
+        // Targets that stopped being probed would otherwise hold their sockets forever.
+        if self.total >= self.max_total || self.last_sweep.elapsed() >= self.idle_timeout {
             self.expire_all();
         }
         if self.total >= self.max_total {
@@ -109,8 +112,10 @@ impl<C> Pool<C> {
         self.dropped
     }
 
-    fn expire_all(&mut self) {
+    /// Closes every idle connection older than the idle timeout.
+    pub fn expire_all(&mut self) {
         let now = Instant::now();
+        self.last_sweep = now;
         let timeout = self.idle_timeout;
         let mut expired = 0;
         self.idle.retain(|_, q| {

@@ -327,11 +327,12 @@ fn expected_status_ranges() {
     let srv = Server::respond(b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 0\r\n\r\n");
     let mut s = http(srv.port, "/");
     s.expect.status = StatusRanges(vec![(200, 299), (418, 418)]);
+    let mut strict = s.clone();
+    strict.expect.status = StatusRanges(vec![(200, 299)]);
+    // One runtime for both: pooled connections belong to the runtime that opened them.
     let p = prober();
-    let ok = run(async { p.probe(&s).await });
+    let (ok, bad) = run(async { (p.probe(&s).await, p.probe(&strict).await) });
     assert_eq!(ok.error, None);
-    s.expect.status = StatusRanges(vec![(200, 299)]);
-    let bad = run(async { p.probe(&s).await });
     assert_eq!(
         bad.error,
         Some(ProbeError::Status {

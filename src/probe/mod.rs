@@ -266,6 +266,10 @@ struct Exchange {
 }
 
 /// A shard's prober (not `Send`: it lives on one shard).
+///
+/// Pooled connections are registered with the runtime that opened them, so one `Prober` must
+/// only ever be driven by one runtime (create it on the shard thread; do not share it between
+/// runtimes, even sequentially: monoio's legacy driver panics on a foreign fd).
 pub struct Prober {
     resolver: ResolverHandle,
     limits: ProbeLimits,

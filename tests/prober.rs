@@ -114,6 +114,31 @@ fn body_contains_only_sees_max_body_bytes_and_rest_is_drained() {
 }
 
 #[test]
+fn endless_body_is_cut_off_not_timed_out() {
+    let srv = Server::start(|mut s| {
+        let _ = read_request(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\nneedle");
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..40 {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let p = prober();
+    let mut s = http(srv.port, "/");
+    s.expect.body_contains = Some("needle".into());
+    let r = run(async { p.probe(&s).await });
+    assert_eq!(r.error, None);
+    assert_eq!(
+        p.idle_connections(),
+        0,
+        "a half-read connection must not be pooled"
+    );
+}
+
+#[test]
 fn body_mismatch() {
     let srv = Server::respond(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
     let mut s = http(srv.port, "/");

@@ -32,7 +32,21 @@ pub fn encode_request(spec: &ServiceSpec, out: &mut Vec<u8>) {
     out.extend_from_slice(spec.target.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     if !has("host") {
-        push_header(out, "Host", &spec.target.host_header());
+        // Same value as `Target::host_header`, written in place to avoid a String per probe.
+        let t = &spec.target;
+        out.extend_from_slice(b"Host: ");
+        if t.host.contains(':') {
+            out.push(b'[');
+            out.extend_from_slice(t.host.as_bytes());
+            out.push(b']');
+        } else {
+            out.extend_from_slice(t.host.as_bytes());
+        }
+        if t.port != t.scheme.default_port() {
+            out.push(b':');
+            out.extend_from_slice(itoa::Buffer::new().format(t.port).as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
     }
     if !has("user-agent") {
         push_header(out, "User-Agent", USER_AGENT);

@@ -150,6 +150,10 @@ pub struct ProberCounters {
     pub idle_dropped: u64,
 }
 
+/// Body bytes read and discarded past the kept prefix to keep a connection reusable; beyond
+/// this (huge downloads, endless streams) we stop reading and close the connection instead.
+const MAX_DRAIN_BYTES: u64 = 1024 * 1024;
+
 /// Smallest read buffer per connection; a head may use up to `max_header_bytes` of it.
 const MIN_READ_BUF: usize = 16 * 1024;
 
@@ -488,7 +492,7 @@ impl Prober {
         } else {
             0
         };
-        within(
+        let complete = within(
             "body",
             None,
             clock,
@@ -497,7 +501,8 @@ impl Prober {
         .await??;
         let body_ok = needle.is_none_or(|n| http1::contains(&conn.kept, n));
         // After 101 the connection no longer speaks HTTP/1.1.
-        let reusable = !head.close
+        let reusable = complete
+            && !head.close
             && head.status != 101
             && framing != Framing::UntilClose
             && conn.buffered().is_empty();
@@ -544,16 +549,19 @@ async fn read_head(
     }
 }
 
-/// Reads the body per `framing`, keeping its first `keep` bytes in `conn.kept`.
+/// Reads the body per `framing`, keeping its first `keep` bytes in `conn.kept`. Returns false
+/// when it stopped early (body longer than `keep + MAX_DRAIN_BYTES`).
 async fn read_body(
     conn: &mut Conn,
     framing: Framing,
     max_trailers: usize,
     keep: usize,
     progress: &mut Progress,
-) -> Result<(), ProbeError> {
+) -> Result<bool, ProbeError> {
     conn.kept.clear();
     let mut decoder = BodyDecoder::new(framing, max_trailers);
+    let mut seen: u64 = 0;
+    let limit = (keep as u64).saturating_add(MAX_DRAIN_BYTES);
     loop {
         let Conn {
             rbuf, pos, kept, ..
@@ -561,7 +569,10 @@ async fn read_body(
         let input = rbuf.get(*pos..).unwrap_or_default();
         if !input.is_empty() && !decoder.is_done() {
             let used = decoder
-                .feed(input, &mut |data| http1::keep_bounded(kept, data, keep))
+                .feed(input, &mut |data| {
+                    seen += data.len() as u64;
+                    http1::keep_bounded(kept, data, keep);
+                })
                 .map_err(|e| ProbeError::Protocol(e.0))?;
             *pos += used;
         }
@@ -570,7 +581,10 @@ async fn read_body(
             *pos = 0;
         }
         if decoder.is_done() {
-            return Ok(());
+            return Ok(true);
+        }
+        if seen >= limit {
+            return Ok(false);
         }
         let n = match conn.fill().await {
             Ok(n) => n,
@@ -583,7 +597,10 @@ async fn read_body(
             Err(e) => return Err(io_error("reading response body", &e)),
         };
         if n == 0 {
-            return decoder.eof().map_err(|e| ProbeError::Connection(e.0));
+            return decoder
+                .eof()
+                .map(|()| true)
+                .map_err(|e| ProbeError::Connection(e.0));
         }
         progress.bytes += n as u64;
     }

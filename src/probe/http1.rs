@@ -469,6 +469,74 @@ mod tests {
         Ok((out, d.is_done(), used))
     }
 
+    fn spec(host: &str, port: u16, scheme: crate::model::Scheme) -> ServiceSpec {
+        use crate::model::*;
+        use std::time::Duration;
+        let d = Duration::from_secs(1);
+        ServiceSpec {
+            id: ServiceId::from_name("t"),
+            name: "t".into(),
+            target: Target {
+                scheme,
+                host: host.into(),
+                port,
+                path: "/p".into(),
+            },
+            url: String::new(),
+            method: Method::Get,
+            headers: Vec::new(),
+            body: None,
+            interval: d,
+            timeout: d,
+            phase_timeouts: PhaseTimeouts {
+                connect: d,
+                tls: d,
+                head: d,
+            },
+            jitter: 0.0,
+            tags: Vec::new(),
+            expect: Expect::default(),
+            failure_threshold: std::num::NonZeroU32::MIN,
+            success_threshold: std::num::NonZeroU32::MIN,
+            paused: false,
+            tls: None,
+            max_body_bytes: 10,
+            source: Source::Config,
+        }
+    }
+
+    #[test]
+    fn request_encoding() {
+        use crate::model::Scheme;
+        let mut out = b"stale".to_vec();
+        let s = spec("::1", 8443, Scheme::Https);
+        encode_request(&s, &mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.starts_with("GET /p HTTP/1.1\r\nHost: [::1]:8443\r\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("Connection: keep-alive\r\n\r\n"), "{text}");
+        assert_eq!(s.target.host_header(), "[::1]:8443");
+
+        let mut s = spec("example.com", 80, Scheme::Http);
+        s.method = Method::Post;
+        s.headers = vec![
+            ("host".into(), "virtual.example".into()),
+            ("Content-Length".into(), "999".into()),
+            ("X-Evil".into(), "a\r\nInjected: 1".into()),
+        ];
+        encode_request(&s, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("host: virtual.example\r\n"), "{text}");
+        assert!(!text.contains("Host: example.com"), "{text}");
+        assert!(
+            !text.contains("999") && !text.contains("Injected"),
+            "{text}"
+        );
+        assert!(text.ends_with("Content-Length: 0\r\n\r\n"), "{text}");
+    }
+
     #[test]
     fn head_basic_and_keep_alive_rules() {
         let (h, n) = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 1024)

@@ -201,6 +201,48 @@ fn keep_alive_reuses_one_connection() {
 }
 
 #[test]
+fn pool_bound_per_target_drops_extra_idle_connections() {
+    let srv = Server::respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let p = prober_with(ProbeLimits {
+        max_idle_per_target: 1,
+        ..ProbeLimits::default()
+    });
+    let s = http(srv.port, "/");
+    let (a, b) = run(async { monoio::join!(p.probe(&s), p.probe(&s)) });
+    assert_eq!((a.error, b.error), (None, None));
+    let c = p.counters();
+    assert_eq!(
+        c.connections_opened, 2,
+        "concurrent probes need two connections"
+    );
+    assert_eq!(c.idle_dropped, 1);
+    assert_eq!(p.idle_connections(), 1);
+}
+
+#[test]
+fn response_trickling_in_tiny_pieces_is_reassembled() {
+    let srv = Server::start(|mut s| {
+        let _ = s.set_nodelay(true);
+        while read_request(&mut s).is_some() {
+            let resp =
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+            for piece in resp.chunks(3) {
+                if s.write_all(piece).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    let mut s = http(srv.port, "/");
+    s.expect.body_contains = Some("hello".into());
+    let p = prober();
+    let (a, b) = run(async { (p.probe(&s).await, p.probe(&s).await) });
+    assert_eq!((a.error, b.error), (None, None));
+    assert!(b.reused);
+}
+
+#[test]
 fn connection_close_response_is_not_reused() {
     let srv = Server::start(|mut s| {
         if read_request(&mut s).is_some() {
@@ -332,8 +374,8 @@ fn oversized_head_is_a_protocol_error() {
     let srv = Server::start(|mut s| {
         let _ = read_request(&mut s);
         let mut resp = b"HTTP/1.1 200 OK\r\n".to_vec();
-        for i in 0..100 {
-            resp.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(40)).as_bytes());
+        for i in 0..20 {
+            resp.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(200)).as_bytes());
         }
         resp.extend_from_slice(b"Content-Length: 0\r\n\r\n");
         let _ = s.write_all(&resp);
@@ -345,6 +387,8 @@ fn oversized_head_is_a_protocol_error() {
     });
     let r = run(async { p.probe(&http(srv.port, "/")).await });
     assert_eq!(kind(&r), Some(ErrorKind::Protocol), "{:?}", r.error);
+    let msg = r.error.unwrap().to_string();
+    assert!(msg.contains("exceeds 1024 bytes"), "{msg}");
 }
 
 #[test]

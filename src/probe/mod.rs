@@ -304,10 +304,12 @@ impl Prober {
     /// Runs one probe of `spec`, applying every expectation. Never panics on peer input.
     pub async fn probe(&self, spec: &ServiceSpec) -> ProbeReport {
         let start = Instant::now();
-        let clock = Clock {
-            start,
-            deadline: start + spec.timeout,
-        };
+        // `Instant + Duration` panics on overflow; an absurd configured timeout must not.
+        let deadline = start
+            .checked_add(spec.timeout)
+            .or_else(|| start.checked_add(Duration::from_secs(86_400)))
+            .unwrap_or(start);
+        let clock = Clock { start, deadline };
         let mut report = ProbeReport::default();
         let outcome = self.run(spec, clock, &mut report).await;
         report.timings.total = start.elapsed();

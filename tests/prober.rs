@@ -1,13 +1,13 @@
 //! Prober against real sockets: std-thread HTTP(S) servers on 127.0.0.1, one monoio runtime per
 //! test. Assertions are on error kinds and connection counts, not on tight timings.
 
-mod common;
+mod probe_support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use probe_support::*;
 use ringwatch::dns::{ResolverConfig, ResolverHandle};
 use ringwatch::model::{ErrorKind, Method, Scheme, StatusRanges};
 use ringwatch::probe::{tls, ProbeError, ProbeLimits, ProbeReport};

@@ -205,6 +205,17 @@ mod tests {
     }
 
     #[test]
+    fn self_signed_leaf_is_accepted_as_extra_root() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, cert.cert.pem().as_bytes()).unwrap();
+        assert!(client_config(Some(f.path()), false).is_ok());
+        std::fs::write(f.path(), "not a pem").unwrap();
+        let err = client_config(Some(f.path()), false).unwrap_err();
+        assert!(err.to_string().contains("no CERTIFICATE"), "{err}");
+    }
+
+    #[test]
     fn server_names() {
         assert!(matches!(
             server_name("127.0.0.1"),

@@ -45,11 +45,19 @@ fn webpki_roots() -> RootCertStore {
     }
 }
 
+/// We only speak HTTP/1.1; saying so via ALPN stops servers that default to h2 from guessing.
+fn http11_only(mut cfg: ClientConfig) -> ClientConfig {
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg
+}
+
 fn build(roots: RootCertStore) -> Result<ClientConfig, rustls::Error> {
-    Ok(ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    Ok(http11_only(
+        ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
 }
 
 /// Builds (or reuses) a client config trusting webpki roots plus `ca_file`, or nothing at all
@@ -115,11 +123,13 @@ fn insecure_config() -> Result<ClientConfig, rustls::Error> {
     let verifier = Arc::new(AcceptAnyCert {
         provider: provider.clone(),
     });
-    Ok(ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth())
+    Ok(http11_only(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    ))
 }
 
 /// The TLS server name for `host`: IP literals are matched against IP SANs, names get SNI.

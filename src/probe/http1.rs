@@ -1,1 +1,657 @@
 //! HTTP/1.1 request encoding and response parsing (httparse for the head; our own body framing).
+//!
+//! Everything here is pure and synchronous so the parser edge cases can be unit-tested without
+//! sockets; `probe::mod` drives it with bytes read from the connection.
+
+use crate::model::{Method, ServiceSpec};
+
+/// Most response headers we look at; more is treated as a protocol error (a probe target that
+/// sends 100+ headers is broken or hostile).
+pub const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line (size + extensions) accepted.
+const MAX_CHUNK_LINE: usize = 1024;
+
+/// A response the peer got wrong (maps to `ProbeError::Protocol`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HttpError(pub String);
+
+/// Value of the `User-Agent` header we send unless the service overrides it.
+pub const USER_AGENT: &str = concat!("ringwatch/", env!("CARGO_PKG_VERSION"));
+
+/// Encodes the request for `spec` into `out` (cleared first) so the caller can reuse one buffer.
+pub fn encode_request(spec: &ServiceSpec, out: &mut Vec<u8>) {
+    out.clear();
+    let has = |name: &str| {
+        spec.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    };
+    out.extend_from_slice(spec.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(spec.target.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !has("host") {
+        // Same value as `Target::host_header`, written in place to avoid a String per probe.
+        let t = &spec.target;
+        out.extend_from_slice(b"Host: ");
+        if t.host.contains(':') {
+            out.push(b'[');
+            out.extend_from_slice(t.host.as_bytes());
+            out.push(b']');
+        } else {
+            out.extend_from_slice(t.host.as_bytes());
+        }
+        if t.port != t.scheme.default_port() {
+            out.push(b':');
+            out.extend_from_slice(itoa::Buffer::new().format(t.port).as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has("user-agent") {
+        push_header(out, "User-Agent", USER_AGENT);
+    }
+    if !has("accept") {
+        push_header(out, "Accept", "*/*");
+    }
+    if !has("connection") {
+        push_header(out, "Connection", "keep-alive");
+    }
+    for (name, value) in &spec.headers {
+        // Framing is ours to decide: a user-supplied length could desynchronise the connection.
+        if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            continue;
+        }
+        // Header injection guard: config validation should already refuse these.
+        if name
+            .bytes()
+            .chain(value.bytes())
+            .any(|b| b == b'\r' || b == b'\n')
+        {
+            continue;
+        }
+        push_header(out, name, value);
+    }
+    match (&spec.body, spec.method) {
+        (Some(body), _) => {
+            let mut n = itoa::Buffer::new();
+            push_header(out, "Content-Length", n.format(body.len()));
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(body);
+        }
+        (None, Method::Post) => {
+            push_header(out, "Content-Length", "0");
+            out.extend_from_slice(b"\r\n");
+        }
+        (None, _) => out.extend_from_slice(b"\r\n"),
+    }
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What the response head says about the status and how the body is delimited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Length`, when present and valid.
+    pub content_length: Option<u64>,
+    /// True when the last transfer coding is `chunked`.
+    pub chunked: bool,
+    /// A `Transfer-Encoding` other than chunked: the body runs until close.
+    pub other_encoding: bool,
+    /// The connection must not be reused after this response.
+    pub close: bool,
+}
+
+/// Parses a response head from the start of `buf`. `Ok(None)` means "need more bytes";
+/// `Ok(Some((head, n)))` consumed `n` bytes. Heads larger than `max` are refused.
+pub fn parse_head(buf: &[u8], max: usize) -> Result<Option<(ResponseHead, usize)>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let n = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= max {
+                return Err(HttpError(format!("response head exceeds {max} bytes")));
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(HttpError(format!("malformed response head: {e}"))),
+    };
+    if n > max {
+        return Err(HttpError(format!("response head exceeds {max} bytes")));
+    }
+    let status = resp
+        .code
+        .ok_or_else(|| HttpError("missing status code".into()))?;
+    let minor = resp.version.unwrap_or(1);
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut other_encoding = false;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value)
+                .ok()
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| HttpError("invalid Content-Length".into()))?;
+            if content_length.is_some_and(|old| old != v) {
+                return Err(HttpError("conflicting Content-Length headers".into()));
+            }
+            content_length = Some(v);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h
+                .value
+                .split(|b| *b == b',')
+                .map(|t| t.trim_ascii())
+                .rfind(|t| !t.is_empty());
+            match last {
+                Some(t) if t.eq_ignore_ascii_case(b"chunked") => {
+                    chunked = true;
+                    other_encoding = false;
+                }
+                Some(_) => {
+                    chunked = false;
+                    other_encoding = true;
+                }
+                None => {}
+            }
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|b| *b == b',').map(|t| t.trim_ascii()) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    conn_close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    conn_keep_alive = true;
+                }
+            }
+        }
+    }
+    let close = if minor == 0 {
+        conn_close || !conn_keep_alive
+    } else {
+        conn_close
+    };
+    // Both framings at once is a smuggling vector: honour TE but never reuse the connection.
+    let close = close || ((chunked || other_encoding) && content_length.is_some());
+    Ok(Some((
+        ResponseHead {
+            status,
+            content_length,
+            chunked,
+            other_encoding,
+            close,
+        },
+        n,
+    )))
+}
+
+/// How the body of a response is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 1xx, 204, 304).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the server closes the connection.
+    UntilClose,
+}
+
+impl Framing {
+    /// Body framing per RFC 9112 section 6.3 for a response to `method`.
+    pub fn of(head: &ResponseHead, method: Method) -> Framing {
+        if method == Method::Head
+            || (100..200).contains(&head.status)
+            || head.status == 204
+            || head.status == 304
+        {
+            Framing::Empty
+        } else if head.chunked {
+            Framing::Chunked
+        } else if head.other_encoding {
+            Framing::UntilClose
+        } else if let Some(n) = head.content_length {
+            Framing::Length(n)
+        } else {
+            Framing::UntilClose
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Length(u64),
+    ChunkSize {
+        size: u64,
+        digits: u32,
+        in_ext: bool,
+        len: usize,
+    },
+    ChunkData(u64),
+    ChunkCr,
+    ChunkLf,
+    Trailers {
+        line_len: usize,
+        total: usize,
+    },
+    UntilClose,
+    Done,
+}
+
+/// Incremental body decoder: feed it whatever bytes arrived; body bytes go to a sink.
+#[derive(Debug, Clone)]
+pub struct BodyDecoder {
+    state: State,
+    max_trailers: usize,
+}
+
+impl BodyDecoder {
+    /// A decoder for `framing`; trailers are bounded by `max_trailers` bytes.
+    pub fn new(framing: Framing, max_trailers: usize) -> Self {
+        let state = match framing {
+            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize {
+                size: 0,
+                digits: 0,
+                in_ext: false,
+                len: 0,
+            },
+            Framing::UntilClose => State::UntilClose,
+        };
+        BodyDecoder {
+            state,
+            max_trailers,
+        }
+    }
+
+    /// True once the whole body (and any trailers) has been consumed.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Consumes bytes from `input`, passing body data to `sink`; returns how many were used.
+    /// Stops at the end of the body, so bytes after it are left for the caller.
+    pub fn feed(&mut self, input: &[u8], sink: &mut impl FnMut(&[u8])) -> Result<usize, HttpError> {
+        let mut i = 0;
+        while i < input.len() {
+            let rest = input.get(i..).unwrap_or_default();
+            match self.state {
+                State::Done => break,
+                State::UntilClose => {
+                    sink(rest);
+                    i = input.len();
+                }
+                State::Length(remaining) => {
+                    let take = usize::try_from(remaining).map_or(rest.len(), |r| r.min(rest.len()));
+                    sink(rest.get(..take).unwrap_or_default());
+                    i += take;
+                    let left = remaining - take as u64;
+                    self.state = if left == 0 {
+                        State::Done
+                    } else {
+                        State::Length(left)
+                    };
+                }
+                State::ChunkData(remaining) => {
+                    let take = usize::try_from(remaining).map_or(rest.len(), |r| r.min(rest.len()));
+                    sink(rest.get(..take).unwrap_or_default());
+                    i += take;
+                    let left = remaining - take as u64;
+                    self.state = if left == 0 {
+                        State::ChunkCr
+                    } else {
+                        State::ChunkData(left)
+                    };
+                }
+                State::ChunkCr => {
+                    i += 1;
+                    self.state = match rest.first() {
+                        Some(b'\r') => State::ChunkLf,
+                        // Tolerate a bare LF, as most clients do.
+                        Some(b'\n') => Self::next_chunk(),
+                        _ => return Err(HttpError("missing CRLF after chunk data".into())),
+                    };
+                }
+                State::ChunkLf => {
+                    i += 1;
+                    if rest.first() != Some(&b'\n') {
+                        return Err(HttpError("missing CRLF after chunk data".into()));
+                    }
+                    self.state = Self::next_chunk();
+                }
+                State::ChunkSize {
+                    size,
+                    digits,
+                    in_ext,
+                    len,
+                } => {
+                    let b = rest.first().copied().unwrap_or_default();
+                    i += 1;
+                    if len >= MAX_CHUNK_LINE {
+                        return Err(HttpError("chunk size line too long".into()));
+                    }
+                    let len = len + 1;
+                    match b {
+                        b'\n' => {
+                            if digits == 0 {
+                                return Err(HttpError("empty chunk size".into()));
+                            }
+                            self.state = if size == 0 {
+                                State::Trailers {
+                                    line_len: 0,
+                                    total: 0,
+                                }
+                            } else {
+                                State::ChunkData(size)
+                            };
+                        }
+                        b'\r' => {
+                            self.state = State::ChunkSize {
+                                size,
+                                digits,
+                                in_ext,
+                                len,
+                            }
+                        }
+                        _ if in_ext => {
+                            self.state = State::ChunkSize {
+                                size,
+                                digits,
+                                in_ext,
+                                len,
+                            }
+                        }
+                        b';' | b' ' | b'\t' if digits > 0 => {
+                            self.state = State::ChunkSize {
+                                size,
+                                digits,
+                                in_ext: true,
+                                len,
+                            }
+                        }
+                        _ => {
+                            let d = (b as char).to_digit(16).ok_or_else(|| {
+                                HttpError(format!("invalid chunk size byte 0x{b:02x}"))
+                            })?;
+                            if digits >= 16 {
+                                return Err(HttpError("chunk size too large".into()));
+                            }
+                            self.state = State::ChunkSize {
+                                size: (size << 4) | u64::from(d),
+                                digits: digits + 1,
+                                in_ext,
+                                len,
+                            };
+                        }
+                    }
+                }
+                State::Trailers { line_len, total } => {
+                    let b = rest.first().copied().unwrap_or_default();
+                    i += 1;
+                    let total = total + 1;
+                    if total > self.max_trailers {
+                        return Err(HttpError(format!(
+                            "trailers exceed {} bytes",
+                            self.max_trailers
+                        )));
+                    }
+                    self.state = match b {
+                        b'\n' if line_len == 0 => State::Done,
+                        b'\n' => State::Trailers { line_len: 0, total },
+                        b'\r' => State::Trailers { line_len, total },
+                        _ => State::Trailers {
+                            line_len: line_len + 1,
+                            total,
+                        },
+                    };
+                }
+            }
+        }
+        Ok(i)
+    }
+
+    /// The peer closed the connection: fine for read-until-close, an error otherwise.
+    pub fn eof(&mut self) -> Result<(), HttpError> {
+        match self.state {
+            State::UntilClose | State::Done => {
+                self.state = State::Done;
+                Ok(())
+            }
+            _ => Err(HttpError("connection closed before end of body".into())),
+        }
+    }
+
+    fn next_chunk() -> State {
+        State::ChunkSize {
+            size: 0,
+            digits: 0,
+            in_ext: false,
+            len: 0,
+        }
+    }
+}
+
+/// Appends `data` to `kept` without growing it past `limit` bytes.
+pub fn keep_bounded(kept: &mut Vec<u8>, data: &[u8], limit: usize) {
+    let room = limit.saturating_sub(kept.len());
+    kept.extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
+}
+
+/// True when `needle` occurs in `haystack` (an empty needle always matches).
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(framing: Framing, parts: &[&[u8]]) -> Result<(Vec<u8>, bool, usize), HttpError> {
+        let mut d = BodyDecoder::new(framing, 1024);
+        let mut out = Vec::new();
+        let mut used = 0;
+        for p in parts {
+            used += d.feed(p, &mut |b| out.extend_from_slice(b))?;
+        }
+        Ok((out, d.is_done(), used))
+    }
+
+    fn spec(host: &str, port: u16, scheme: crate::model::Scheme) -> ServiceSpec {
+        use crate::model::*;
+        use std::time::Duration;
+        let d = Duration::from_secs(1);
+        ServiceSpec {
+            id: ServiceId::from_name("t"),
+            name: "t".into(),
+            target: Target {
+                scheme,
+                host: host.into(),
+                port,
+                path: "/p".into(),
+            },
+            url: String::new(),
+            method: Method::Get,
+            headers: Vec::new(),
+            body: None,
+            interval: d,
+            timeout: d,
+            phase_timeouts: PhaseTimeouts {
+                connect: d,
+                tls: d,
+                head: d,
+            },
+            jitter: 0.0,
+            tags: Vec::new(),
+            expect: Expect::default(),
+            failure_threshold: std::num::NonZeroU32::MIN,
+            success_threshold: std::num::NonZeroU32::MIN,
+            paused: false,
+            tls: None,
+            max_body_bytes: 10,
+            source: Source::Config,
+        }
+    }
+
+    #[test]
+    fn request_encoding() {
+        use crate::model::Scheme;
+        let mut out = b"stale".to_vec();
+        let s = spec("::1", 8443, Scheme::Https);
+        encode_request(&s, &mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.starts_with("GET /p HTTP/1.1\r\nHost: [::1]:8443\r\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("Connection: keep-alive\r\n\r\n"), "{text}");
+        assert_eq!(s.target.host_header(), "[::1]:8443");
+
+        let mut s = spec("example.com", 80, Scheme::Http);
+        s.method = Method::Post;
+        s.headers = vec![
+            ("host".into(), "virtual.example".into()),
+            ("Content-Length".into(), "999".into()),
+            ("X-Evil".into(), "a\r\nInjected: 1".into()),
+        ];
+        encode_request(&s, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("host: virtual.example\r\n"), "{text}");
+        assert!(!text.contains("Host: example.com"), "{text}");
+        assert!(
+            !text.contains("999") && !text.contains("Injected"),
+            "{text}"
+        );
+        assert!(text.ends_with("Content-Length: 0\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn head_basic_and_keep_alive_rules() {
+        let (h, n) = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.status, h.content_length, h.close, n),
+            (200, Some(5), false, 38)
+        );
+        let (h, _) = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", 1024)
+            .unwrap()
+            .unwrap();
+        assert!(h.close, "HTTP/1.0 defaults to close");
+        let (h, _) = parse_head(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n\r\n", 1024)
+            .unwrap()
+            .unwrap();
+        assert!(!h.close);
+        let (h, _) = parse_head(b"HTTP/1.1 200 OK\r\nConnection: foo, close\r\n\r\n", 1024)
+            .unwrap()
+            .unwrap();
+        assert!(h.close);
+    }
+
+    #[test]
+    fn head_partial_oversized_and_malformed() {
+        assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nX: y", 1024), Ok(None));
+        assert_eq!(parse_head(b"HTT", 1024), Ok(None));
+        let big = [b"HTTP/1.1 200 OK\r\nX: ".as_slice(), &[b'a'; 200]].concat();
+        assert!(parse_head(&big, 64).is_err());
+        let mut complete_big = big.clone();
+        complete_big.extend_from_slice(b"\r\n\r\n");
+        assert!(parse_head(&complete_big, 64).is_err());
+        assert!(parse_head(b"garbage\r\n\r\n", 1024).is_err());
+        assert!(parse_head(b"HTTP/1.1 2x0 OK\r\n\r\n", 1024).is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", 1024).is_err());
+        assert!(parse_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            1024
+        )
+        .is_err());
+        let many: Vec<u8> = std::iter::once(b"HTTP/1.1 200 OK\r\n".to_vec())
+            .chain((0..MAX_HEADERS + 1).map(|i| format!("X{i}: v\r\n").into_bytes()))
+            .chain(std::iter::once(b"\r\n".to_vec()))
+            .flatten()
+            .collect();
+        assert!(parse_head(&many, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn framing_rules() {
+        let head = |s: &[u8]| parse_head(s, 1024).unwrap().unwrap().0;
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(Framing::of(&h, Method::Get), Framing::Length(3));
+        assert_eq!(Framing::of(&h, Method::Head), Framing::Empty);
+        let h = head(b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(Framing::of(&h, Method::Get), Framing::Empty);
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+        );
+        assert_eq!(Framing::of(&h, Method::Get), Framing::Chunked);
+        assert!(h.close, "TE + CL must not be reused");
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!(Framing::of(&h, Method::Get), Framing::UntilClose);
+        let h = head(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(Framing::of(&h, Method::Get), Framing::UntilClose);
+    }
+
+    #[test]
+    fn chunked_with_extensions_and_trailers_split_anywhere() {
+        let wire: &[u8] = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
+        for split in 0..wire.len() {
+            let (a, b) = wire.split_at(split);
+            let (body, done, used) = decode_all(Framing::Chunked, &[a, b]).unwrap();
+            assert_eq!(body, b"hello world", "split at {split}");
+            assert!(done);
+            assert_eq!(used, wire.len() - 4, "leaves bytes after the body");
+        }
+    }
+
+    #[test]
+    fn chunked_bad_input() {
+        assert!(decode_all(Framing::Chunked, &[b"zz\r\n"]).is_err());
+        assert!(decode_all(Framing::Chunked, &[b"\r\n"]).is_err());
+        assert!(decode_all(Framing::Chunked, &[b"3\r\nabcX"]).is_err());
+        assert!(decode_all(Framing::Chunked, &[b"11111111111111111\r\n"]).is_err());
+        assert!(decode_all(Framing::Chunked, &[&[b'1'; 2000]]).is_err());
+        let big_trailer = [b"0\r\n".as_slice(), &[b'a'; 2000]].concat();
+        assert!(decode_all(Framing::Chunked, &[&big_trailer]).is_err());
+        // Max-size chunk must not overflow anything.
+        let (_, done, _) = decode_all(Framing::Chunked, &[b"ffffffffffffffff\r\nab"]).unwrap();
+        assert!(!done);
+    }
+
+    #[test]
+    fn length_and_until_close() {
+        let (body, done, used) = decode_all(Framing::Length(4), &[b"ab", b"cdef"]).unwrap();
+        assert_eq!((body.as_slice(), done, used), (b"abcd".as_slice(), true, 4));
+        let mut d = BodyDecoder::new(Framing::Length(4), 0);
+        d.feed(b"ab", &mut |_| {}).unwrap();
+        assert!(d.eof().is_err());
+        let mut d = BodyDecoder::new(Framing::UntilClose, 0);
+        d.feed(b"abc", &mut |_| {}).unwrap();
+        assert!(!d.is_done());
+        assert!(d.eof().is_ok());
+        assert!(d.is_done());
+    }
+
+    #[test]
+    fn bounded_keep_and_contains() {
+        let mut kept = Vec::new();
+        keep_bounded(&mut kept, b"hello", 3);
+        keep_bounded(&mut kept, b"world", 3);
+        assert_eq!(kept, b"hel");
+        assert!(contains(b"hello world", b"o w"));
+        assert!(!contains(b"hello", b"hello!"));
+        assert!(contains(b"", b""));
+    }
+}

@@ -8,10 +8,22 @@ pub mod http1;
 pub mod pool;
 pub mod tls;
 
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
-use crate::dns::ResolverHandle;
-use crate::model::{ErrorKind, ServiceSpec, Timings};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use crate::dns::{DnsError, ResolverHandle};
+use crate::model::{ErrorKind, Scheme, ServiceSpec, Timings};
+
+use self::http1::{BodyDecoder, Framing, ResponseHead};
+use self::pool::{Pool, PoolKey};
 
 /// Why a probe failed; each variant maps to one `ErrorKind`.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -138,27 +150,508 @@ pub struct ProberCounters {
     pub idle_dropped: u64,
 }
 
+/// Body bytes read and discarded past the kept prefix to keep a connection reusable; beyond
+/// this (huge downloads, endless streams) we stop reading and close the connection instead.
+const MAX_DRAIN_BYTES: u64 = 1024 * 1024;
+
+/// Smallest read buffer per connection; a head may use up to `max_header_bytes` of it.
+const MIN_READ_BUF: usize = 16 * 1024;
+
+/// The transport under HTTP: plain TCP or rustls over TCP.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
+}
+
+/// One connection plus its reusable buffers (no allocation per read or per probe).
+pub(crate) struct Conn {
+    io: Io,
+    /// Bytes read; `rbuf[pos..]` is not yet consumed. Capacity is fixed at creation.
+    rbuf: Vec<u8>,
+    pos: usize,
+    /// Encoded request.
+    wbuf: Vec<u8>,
+    /// Body prefix kept for `expect.body_contains`.
+    kept: Vec<u8>,
+}
+
+impl Conn {
+    fn new(io: Io, max_header_bytes: usize) -> Self {
+        Conn {
+            io,
+            rbuf: Vec::with_capacity(max_header_bytes.saturating_add(1).max(MIN_READ_BUF)),
+            pos: 0,
+            wbuf: Vec::new(),
+            kept: Vec::new(),
+        }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        self.rbuf.get(self.pos..).unwrap_or_default()
+    }
+
+    /// Reads more bytes after the unconsumed ones; Ok(0) is EOF.
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.pos > 0 {
+            // Compacting keeps the buffer bounded; cheap because it only moves a partial head
+            // or a partial chunk line.
+            self.rbuf.drain(..self.pos.min(self.rbuf.len()));
+            self.pos = 0;
+        }
+        let len = self.rbuf.len();
+        let cap = self.rbuf.capacity();
+        if len >= cap {
+            return Err(io::Error::other("read buffer full"));
+        }
+        let buf = std::mem::take(&mut self.rbuf).slice_mut(len..cap);
+        let (res, buf) = match &mut self.io {
+            Io::Plain(s) => s.read(buf).await,
+            Io::Tls(s) => s.read(buf).await,
+        };
+        self.rbuf = buf.into_inner();
+        res
+    }
+
+    async fn write_request(&mut self) -> io::Result<()> {
+        let buf = std::mem::take(&mut self.wbuf);
+        let (res, buf) = match &mut self.io {
+            Io::Plain(s) => s.write_all(buf).await,
+            Io::Tls(s) => s.write_all(buf).await,
+        };
+        self.wbuf = buf;
+        res.map(|_| ())
+    }
+}
+
+/// Probe start and the whole-probe deadline every phase is clipped to.
+#[derive(Clone, Copy)]
+struct Clock {
+    start: Instant,
+    deadline: Instant,
+}
+
+impl Clock {
+    fn timeout(&self, phase: &'static str) -> ProbeError {
+        ProbeError::Timeout {
+            phase,
+            elapsed_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// Runs `fut` for at most the phase limit, clipped to what is left of the probe.
+async fn within<T>(
+    phase: &'static str,
+    limit: Option<Duration>,
+    clock: Clock,
+    fut: impl Future<Output = T>,
+) -> Result<T, ProbeError> {
+    let remaining = clock.deadline.saturating_duration_since(Instant::now());
+    let limit = limit.map_or(remaining, |l| l.min(remaining));
+    monoio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| clock.timeout(phase))
+}
+
+/// What one request/response exchange saw, kept even when it fails part-way.
+#[derive(Default)]
+struct Progress {
+    bytes: u64,
+    first_byte: Option<Instant>,
+    status: Option<u16>,
+}
+
+/// A complete response.
+struct Exchange {
+    /// The connection may carry another request.
+    reusable: bool,
+    /// `expect.body_contains` result (true when there is no needle).
+    body_ok: bool,
+}
+
 /// A shard's prober (not `Send`: it lives on one shard).
+///
+/// Pooled connections are registered with the runtime that opened them, so one `Prober` must
+/// only ever be driven by one runtime (create it on the shard thread; do not share it between
+/// runtimes, even sequentially: monoio's legacy driver panics on a foreign fd).
 pub struct Prober {
-    #[allow(dead_code)]
     resolver: ResolverHandle,
-    #[allow(dead_code)]
     limits: ProbeLimits,
+    pool: RefCell<Pool<Conn>>,
+    /// Shard-side answer cache (by host), so a cached name costs no thread hop.
+    dns_cache: RefCell<HashMap<String, (IpAddr, Instant)>>,
+    opened: Cell<u64>,
+    reused: Cell<u64>,
 }
 
 impl Prober {
     /// Creates a prober that resolves names through `resolver`.
     pub fn new(resolver: ResolverHandle, limits: ProbeLimits) -> Self {
-        Prober { resolver, limits }
+        Prober {
+            resolver,
+            limits,
+            pool: RefCell::new(Pool::new(
+                limits.max_idle_per_target,
+                limits.max_idle_total,
+                limits.idle_timeout,
+            )),
+            dns_cache: RefCell::new(HashMap::new()),
+            opened: Cell::new(0),
+            reused: Cell::new(0),
+        }
     }
 
     /// Runs one probe of `spec`, applying every expectation. Never panics on peer input.
-    pub async fn probe(&self, _spec: &ServiceSpec) -> ProbeReport {
-        todo!("prober")
+    pub async fn probe(&self, spec: &ServiceSpec) -> ProbeReport {
+        let start = Instant::now();
+        // `Instant + Duration` panics on overflow; an absurd configured timeout must not.
+        let deadline = start
+            .checked_add(spec.timeout)
+            .or_else(|| start.checked_add(Duration::from_secs(86_400)))
+            .unwrap_or(start);
+        let clock = Clock { start, deadline };
+        let mut report = ProbeReport::default();
+        let outcome = self.run(spec, clock, &mut report).await;
+        report.timings.total = start.elapsed();
+        report.error = match outcome {
+            Err(e) => Some(e),
+            Ok(body_ok) => expectations(spec, &report, body_ok).err(),
+        };
+        report
     }
 
     /// Snapshot of the counters.
     pub fn counters(&self) -> ProberCounters {
-        ProberCounters::default()
+        ProberCounters {
+            connections_opened: self.opened.get(),
+            connections_reused: self.reused.get(),
+            idle_dropped: self.pool.borrow().dropped(),
+        }
     }
+
+    /// Idle keep-alive connections currently pooled.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.borrow().len()
+    }
+
+    /// Closes idle connections past `idle_timeout`; the pool also does this on its own when
+    /// connections are returned, so calling it is only needed on an otherwise quiet shard.
+    pub fn close_expired_idle(&self) {
+        self.pool.borrow_mut().expire_all();
+    }
+
+    async fn run(
+        &self,
+        spec: &ServiceSpec,
+        clock: Clock,
+        report: &mut ProbeReport,
+    ) -> Result<bool, ProbeError> {
+        let target = &spec.target;
+        let addr = within("dns", None, clock, self.resolve(&target.host, target.port))
+            .await?
+            .map_err(|e| ProbeError::Dns {
+                host: target.host.clone(),
+                reason: e.to_string(),
+            })?;
+        let key = PoolKey {
+            addr,
+            scheme: target.scheme,
+            host: target.host.clone(),
+        };
+        let pooled = self.pool.borrow_mut().take(&key);
+        let (mut conn, mut reused) = match pooled {
+            Some(conn) => (conn, true),
+            None => (self.open(spec, addr, clock, report).await?, false),
+        };
+        loop {
+            if reused {
+                self.reused.set(self.reused.get() + 1);
+            }
+            let mut progress = Progress::default();
+            let res = self.exchange(&mut conn, spec, clock, &mut progress).await;
+            report.bytes = progress.bytes;
+            report.status_code = progress.status;
+            report.reused = reused;
+            if let Some(at) = progress.first_byte {
+                report.timings.first_byte = at.saturating_duration_since(clock.start);
+            }
+            match res {
+                Ok(ex) => {
+                    if ex.reusable {
+                        conn.rbuf.clear();
+                        conn.pos = 0;
+                        self.pool.borrow_mut().put(key, conn);
+                    }
+                    return Ok(ex.body_ok);
+                }
+                // A pooled connection the server already closed fails before any response
+                // byte; that says nothing about the target, so try once on a fresh one.
+                Err(ProbeError::Connection(_)) if reused && progress.bytes == 0 => {
+                    drop(conn);
+                    conn = self.open(spec, addr, clock, report).await?;
+                    reused = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, DnsError> {
+        let ttl = self.resolver.ttl();
+        let hit = self
+            .dns_cache
+            .borrow()
+            .get(host)
+            .filter(|(_, at)| at.elapsed() < ttl)
+            .map(|(ip, _)| *ip);
+        if let Some(ip) = hit {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        let addr = self.resolver.resolve(host, port).await?;
+        if host.parse::<IpAddr>().is_err() {
+            self.dns_cache
+                .borrow_mut()
+                .insert(host.to_owned(), (addr.ip(), Instant::now()));
+        }
+        Ok(addr)
+    }
+
+    /// Dials `addr` (and does the TLS handshake for https).
+    async fn open(
+        &self,
+        spec: &ServiceSpec,
+        addr: SocketAddr,
+        clock: Clock,
+        report: &mut ProbeReport,
+    ) -> Result<Conn, ProbeError> {
+        let t0 = Instant::now();
+        let dialled = within(
+            "connect",
+            Some(spec.phase_timeouts.connect),
+            clock,
+            TcpStream::connect_addr(addr),
+        )
+        .await;
+        let tcp = match dialled.and_then(|r| r.map_err(|e| connect_error(addr, e))) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                // The address may have moved: re-resolve next time instead of trusting the cache.
+                self.dns_cache.borrow_mut().remove(&spec.target.host);
+                return Err(e);
+            }
+        };
+        // Best effort: a request is one small write, Nagle would only add latency.
+        let _ = tcp.set_nodelay(true);
+        report.timings.connect = t0.elapsed();
+        self.opened.set(self.opened.get() + 1);
+        let io = match spec.target.scheme {
+            Scheme::Http => Io::Plain(tcp),
+            Scheme::Https => {
+                let cfg = match &spec.tls {
+                    Some(cfg) => cfg.clone(),
+                    None => tls::client_config(None, false)
+                        .map_err(|e| ProbeError::Tls(e.to_string()))?,
+                };
+                let name = tls::server_name(&spec.target.host).map_err(ProbeError::Tls)?;
+                let t1 = Instant::now();
+                let stream = within(
+                    "tls",
+                    Some(spec.phase_timeouts.tls),
+                    clock,
+                    monoio_rustls::TlsConnector::from(cfg).connect(name, tcp),
+                )
+                .await?
+                .map_err(|e| ProbeError::Tls(tls_error(e)))?;
+                report.timings.tls = t1.elapsed();
+                Io::Tls(Box::new(stream))
+            }
+        };
+        Ok(Conn::new(io, self.limits.max_header_bytes))
+    }
+
+    /// Sends the request and reads the whole response (body bounded, rest discarded).
+    async fn exchange(
+        &self,
+        conn: &mut Conn,
+        spec: &ServiceSpec,
+        clock: Clock,
+        progress: &mut Progress,
+    ) -> Result<Exchange, ProbeError> {
+        http1::encode_request(spec, &mut conn.wbuf);
+        let max_head = self.limits.max_header_bytes;
+        let head = within(
+            "response head",
+            Some(spec.phase_timeouts.head),
+            clock,
+            read_head(conn, max_head, progress),
+        )
+        .await??;
+        progress.status = Some(head.status);
+        let framing = Framing::of(&head, spec.method);
+        let needle = spec.expect.body_contains.as_deref().map(str::as_bytes);
+        let keep = if needle.is_some() {
+            spec.max_body_bytes
+        } else {
+            0
+        };
+        let complete = within(
+            "body",
+            None,
+            clock,
+            read_body(conn, framing, max_head, keep, progress),
+        )
+        .await??;
+        let body_ok = needle.is_none_or(|n| http1::contains(&conn.kept, n));
+        // After 101 the connection no longer speaks HTTP/1.1.
+        let reusable = complete
+            && !head.close
+            && head.status != 101
+            && framing != Framing::UntilClose
+            && conn.buffered().is_empty();
+        Ok(Exchange { reusable, body_ok })
+    }
+}
+
+/// Writes the request and reads up to the final (non-1xx) response head.
+async fn read_head(
+    conn: &mut Conn,
+    max_head: usize,
+    progress: &mut Progress,
+) -> Result<ResponseHead, ProbeError> {
+    conn.write_request()
+        .await
+        .map_err(|e| io_error("sending request", &e))?;
+    loop {
+        match http1::parse_head(conn.buffered(), max_head) {
+            Ok(Some((head, n))) => {
+                conn.pos += n;
+                // Interim responses (100 Continue, 103 Early Hints) precede the real one;
+                // 101 would switch protocols, so it is final.
+                if (100..200).contains(&head.status) && head.status != 101 {
+                    continue;
+                }
+                return Ok(head);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ProbeError::Protocol(e.0)),
+        }
+        let n = conn
+            .fill()
+            .await
+            .map_err(|e| io_error("reading response head", &e))?;
+        if n == 0 {
+            return Err(ProbeError::Connection(if progress.bytes == 0 {
+                "connection closed before any response".into()
+            } else {
+                "connection closed in the middle of the response head".into()
+            }));
+        }
+        progress.first_byte.get_or_insert_with(Instant::now);
+        progress.bytes += n as u64;
+    }
+}
+
+/// Reads the body per `framing`, keeping its first `keep` bytes in `conn.kept`. Returns false
+/// when it stopped early (body longer than `keep + MAX_DRAIN_BYTES`).
+async fn read_body(
+    conn: &mut Conn,
+    framing: Framing,
+    max_trailers: usize,
+    keep: usize,
+    progress: &mut Progress,
+) -> Result<bool, ProbeError> {
+    conn.kept.clear();
+    let mut decoder = BodyDecoder::new(framing, max_trailers);
+    let mut seen: u64 = 0;
+    let limit = (keep as u64).saturating_add(MAX_DRAIN_BYTES);
+    loop {
+        let Conn {
+            rbuf, pos, kept, ..
+        } = &mut *conn;
+        let input = rbuf.get(*pos..).unwrap_or_default();
+        if !input.is_empty() && !decoder.is_done() {
+            let used = decoder
+                .feed(input, &mut |data| {
+                    seen += data.len() as u64;
+                    http1::keep_bounded(kept, data, keep);
+                })
+                .map_err(|e| ProbeError::Protocol(e.0))?;
+            *pos += used;
+        }
+        if *pos >= rbuf.len() {
+            rbuf.clear();
+            *pos = 0;
+        }
+        if decoder.is_done() {
+            return Ok(true);
+        }
+        if seen >= limit {
+            return Ok(false);
+        }
+        let n = match conn.fill().await {
+            Ok(n) => n,
+            // TLS peers often close without close_notify; for read-until-close that is the end.
+            Err(e)
+                if e.kind() == io::ErrorKind::UnexpectedEof && framing == Framing::UntilClose =>
+            {
+                0
+            }
+            Err(e) => return Err(io_error("reading response body", &e)),
+        };
+        if n == 0 {
+            return decoder
+                .eof()
+                .map(|()| true)
+                .map_err(|e| ProbeError::Connection(e.0));
+        }
+        progress.bytes += n as u64;
+    }
+}
+
+fn connect_error(addr: SocketAddr, e: io::Error) -> ProbeError {
+    if e.kind() == io::ErrorKind::ConnectionRefused {
+        ProbeError::Refused {
+            addr: addr.to_string(),
+        }
+    } else {
+        ProbeError::Connection(format!("connect to {addr}: {e}"))
+    }
+}
+
+fn io_error(context: &str, e: &io::Error) -> ProbeError {
+    ProbeError::Connection(format!("{context}: {e}"))
+}
+
+fn tls_error(e: monoio_rustls::TlsError) -> String {
+    match e {
+        monoio_rustls::TlsError::Rustls(e) => format!("handshake failed: {e}"),
+        monoio_rustls::TlsError::Io(e) => format!("handshake failed: {e}"),
+    }
+}
+
+/// Applies `expect` in order: status, body, latency (the first failure is reported).
+fn expectations(spec: &ServiceSpec, report: &ProbeReport, body_ok: bool) -> Result<(), ProbeError> {
+    let expect = &spec.expect;
+    if let Some(code) = report.status_code {
+        if !expect.status.contains(code) {
+            return Err(ProbeError::Status {
+                got: code,
+                expected: expect.status.to_string(),
+            });
+        }
+    }
+    if !body_ok {
+        return Err(ProbeError::BodyMismatch {
+            needle: expect.body_contains.clone().unwrap_or_default(),
+        });
+    }
+    if let Some(max) = expect.max_latency {
+        if report.timings.total > max {
+            return Err(ProbeError::Latency {
+                got_ms: u64::try_from(report.timings.total.as_millis()).unwrap_or(u64::MAX),
+                max_ms: u64::try_from(max.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+    }
+    Ok(())
 }

@@ -159,7 +159,7 @@ services:\n",
     ) + &(0..50)
         .map(|i| {
             format!(
-                "  - {{name: s{i}, url: \"{}\", interval: 100ms, timeout: 1s}}\n",
+                "  - {{name: s{i}, url: \"{}\", interval: 100ms, timeout: 90ms}}\n",
                 target.url(&format!("/drain/{i}"))
             )
         })

@@ -184,7 +184,7 @@ impl Ringwatch {
                 lines.lock().expect("lock").push(line);
             }
         });
-        let rw = Ringwatch {
+        let mut rw = Ringwatch {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir: dir.to_path_buf(),
@@ -195,9 +195,16 @@ impl Ringwatch {
         rw
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "ringwatch exited ({st}) during start:\n{}",
+                    self.stderr_text()
+                );
+            }
             if let Ok((200, _)) = http_get(self.addr, "/readyz") {
                 return;
             }

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
@@ -353,15 +354,29 @@ impl Prober {
                 host: target.host.clone(),
                 reason: e.to_string(),
             })?;
+        let tls_config = match target.scheme {
+            Scheme::Http => None,
+            Scheme::Https => Some(match &spec.tls {
+                Some(cfg) => cfg.clone(),
+                None => {
+                    tls::client_config(None, false).map_err(|e| ProbeError::Tls(e.to_string()))?
+                }
+            }),
+        };
         let key = PoolKey {
             addr,
             scheme: target.scheme,
             host: target.host.clone(),
+            tls_config: tls_config.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize),
         };
+        let tls_config = tls_config.as_ref();
         let pooled = self.pool.borrow_mut().take(&key);
         let (mut conn, mut reused) = match pooled {
             Some(conn) => (conn, true),
-            None => (self.open(spec, addr, clock, report).await?, false),
+            None => (
+                self.open(spec, addr, tls_config, clock, report).await?,
+                false,
+            ),
         };
         loop {
             if reused {
@@ -388,7 +403,7 @@ impl Prober {
                 // byte; that says nothing about the target, so try once on a fresh one.
                 Err(ProbeError::Connection(_)) if reused && progress.bytes == 0 => {
                     drop(conn);
-                    conn = self.open(spec, addr, clock, report).await?;
+                    conn = self.open(spec, addr, tls_config, clock, report).await?;
                     reused = false;
                 }
                 Err(e) => return Err(e),
@@ -421,6 +436,7 @@ impl Prober {
         &self,
         spec: &ServiceSpec,
         addr: SocketAddr,
+        tls_config: Option<&Arc<rustls::ClientConfig>>,
         clock: Clock,
         report: &mut ProbeReport,
     ) -> Result<Conn, ProbeError> {
@@ -444,14 +460,10 @@ impl Prober {
         let _ = tcp.set_nodelay(true);
         report.timings.connect = t0.elapsed();
         self.opened.set(self.opened.get() + 1);
-        let io = match spec.target.scheme {
-            Scheme::Http => Io::Plain(tcp),
-            Scheme::Https => {
-                let cfg = match &spec.tls {
-                    Some(cfg) => cfg.clone(),
-                    None => tls::client_config(None, false)
-                        .map_err(|e| ProbeError::Tls(e.to_string()))?,
-                };
+        let io = match tls_config {
+            None => Io::Plain(tcp),
+            Some(cfg) => {
+                let cfg = cfg.clone();
                 let name = tls::server_name(&spec.target.host).map_err(ProbeError::Tls)?;
                 let t1 = Instant::now();
                 let stream = within(

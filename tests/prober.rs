@@ -489,6 +489,23 @@ fn https_with_test_ca_is_up() {
 }
 
 #[test]
+fn insecure_connection_is_never_reused_by_a_verifying_service() {
+    let srv = tls_server(
+        self_signed(&["localhost"]),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    );
+    let mut insecure = spec(Scheme::Https, "localhost", srv.port, "/");
+    insecure.tls = Some(tls::client_config(None, true).unwrap());
+    let mut strict = insecure.clone();
+    strict.tls = Some(tls::client_config(None, false).unwrap());
+    let p = prober();
+    let (a, b) = run(async { (p.probe(&insecure).await, p.probe(&strict).await) });
+    assert_eq!(a.error, None);
+    assert_eq!(kind(&b), Some(ErrorKind::Tls), "{:?}", b.error);
+    assert!(!b.reused);
+}
+
+#[test]
 fn https_self_signed_without_ca_is_tls_error() {
     let srv = tls_server(
         self_signed(&["localhost"]),

@@ -645,6 +645,36 @@ mod tests {
     }
 
     #[test]
+    fn random_peer_bytes_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let alphabet: &[u8] = b"0123456789abcdefABCDEF;\r\n :HTTP/1.chunked";
+        for _ in 0..5000 {
+            let len = rng.usize(0..200);
+            let input: Vec<u8> = (0..len)
+                .map(|_| {
+                    if rng.bool() {
+                        alphabet[rng.usize(..alphabet.len())]
+                    } else {
+                        rng.u8(..)
+                    }
+                })
+                .collect();
+            let _ = parse_head(&input, 64);
+            for framing in [Framing::Chunked, Framing::Length(50), Framing::UntilClose] {
+                let mut d = BodyDecoder::new(framing, 16);
+                let split = rng.usize(..=input.len());
+                let mut n = 0;
+                if let Ok(used) = d.feed(&input[..split], &mut |b| n += b.len()) {
+                    assert!(used <= split);
+                    let _ = d.feed(&input[split..], &mut |b| n += b.len());
+                }
+                assert!(n <= input.len());
+                let _ = d.eof();
+            }
+        }
+    }
+
+    #[test]
     fn bounded_keep_and_contains() {
         let mut kept = Vec::new();
         keep_bounded(&mut kept, b"hello", 3);

@@ -3,6 +3,27 @@
 //! A `Prober` lives on one shard and is shared by that shard's probe tasks (`Rc`). It never
 //! blocks: names are resolved by the `dns` resolver thread, and every phase has a deadline that
 //! the whole-probe timeout overrides.
+//!
+//! One probe, in order:
+//! 1. **dns** — IP literals are used as is; names hit a shard-local TTL cache, then the resolver
+//!    threads (IPv4 preferred). A connect failure evicts the name so it is re-resolved.
+//! 2. **connection** — an idle pooled connection for (address, scheme, host, TLS config) is
+//!    reused; otherwise `connect_addr` (phase `connect`) and, for https, a rustls handshake with
+//!    SNI from the host (phase `tls`). If a *reused* connection fails before the first response
+//!    byte (the server closed it while idle), the request is retried once on a fresh connection.
+//! 3. **response head** — the request is written and the head read (phase `response head`,
+//!    bounded by `ProbeLimits::max_header_bytes`); 1xx interim responses are skipped.
+//! 4. **body** — framed by Content-Length, chunked (trailers consumed) or connection close; HEAD,
+//!    204 and 304 have none. The first `max_body_bytes` are kept for `expect.body_contains`; up
+//!    to 1 MiB more is read and discarded so the connection stays reusable, after which reading
+//!    stops and the connection is closed (so endless streams do not time out).
+//! 5. **expectations** — status ranges, then body substring, then `max_latency` on the total.
+//!
+//! Each phase timeout is clipped to what is left of `spec.timeout`, so the whole-probe timeout
+//! always wins; the reported phase is the one that was running (`dns` for a slow lookup).
+//! `Timings::first_byte` is measured from the probe start (like curl's time_starttransfer).
+//! A connection goes back to the pool only after a complete response that allows keep-alive
+//! (HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `keep-alive`) and left no extra bytes.
 
 pub mod http1;
 pub mod pool;
@@ -13,6 +34,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
@@ -353,15 +375,29 @@ impl Prober {
                 host: target.host.clone(),
                 reason: e.to_string(),
             })?;
+        let tls_config = match target.scheme {
+            Scheme::Http => None,
+            Scheme::Https => Some(match &spec.tls {
+                Some(cfg) => cfg.clone(),
+                None => {
+                    tls::client_config(None, false).map_err(|e| ProbeError::Tls(e.to_string()))?
+                }
+            }),
+        };
         let key = PoolKey {
             addr,
             scheme: target.scheme,
             host: target.host.clone(),
+            tls_config: tls_config.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize),
         };
+        let tls_config = tls_config.as_ref();
         let pooled = self.pool.borrow_mut().take(&key);
         let (mut conn, mut reused) = match pooled {
             Some(conn) => (conn, true),
-            None => (self.open(spec, addr, clock, report).await?, false),
+            None => (
+                self.open(spec, addr, tls_config, clock, report).await?,
+                false,
+            ),
         };
         loop {
             if reused {
@@ -388,7 +424,7 @@ impl Prober {
                 // byte; that says nothing about the target, so try once on a fresh one.
                 Err(ProbeError::Connection(_)) if reused && progress.bytes == 0 => {
                     drop(conn);
-                    conn = self.open(spec, addr, clock, report).await?;
+                    conn = self.open(spec, addr, tls_config, clock, report).await?;
                     reused = false;
                 }
                 Err(e) => return Err(e),
@@ -421,6 +457,7 @@ impl Prober {
         &self,
         spec: &ServiceSpec,
         addr: SocketAddr,
+        tls_config: Option<&Arc<rustls::ClientConfig>>,
         clock: Clock,
         report: &mut ProbeReport,
     ) -> Result<Conn, ProbeError> {
@@ -444,14 +481,10 @@ impl Prober {
         let _ = tcp.set_nodelay(true);
         report.timings.connect = t0.elapsed();
         self.opened.set(self.opened.get() + 1);
-        let io = match spec.target.scheme {
-            Scheme::Http => Io::Plain(tcp),
-            Scheme::Https => {
-                let cfg = match &spec.tls {
-                    Some(cfg) => cfg.clone(),
-                    None => tls::client_config(None, false)
-                        .map_err(|e| ProbeError::Tls(e.to_string()))?,
-                };
+        let io = match tls_config {
+            None => Io::Plain(tcp),
+            Some(cfg) => {
+                let cfg = cfg.clone();
                 let name = tls::server_name(&spec.target.host).map_err(ProbeError::Tls)?;
                 let t1 = Instant::now();
                 let stream = within(

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::model::Scheme;
 
-/// Which connections are interchangeable: same address, same scheme and the same host (TLS SNI
-/// and certificate checks depend on it).
+/// Which connections are interchangeable: same address, same scheme, the same host (TLS SNI
+/// and certificate checks depend on it) and the same TLS client configuration (a connection
+/// accepted under `insecure_skip_verify` must never serve a verifying service).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     /// Address dialled.
@@ -19,6 +20,9 @@ pub struct PoolKey {
     pub scheme: Scheme,
     /// Host name used for SNI and `Host`.
     pub host: String,
+    /// Identity (`Arc::as_ptr`) of the TLS config, 0 for plain http. A pooled TLS connection
+    /// holds its config alive, so the address cannot be recycled while it is pooled.
+    pub tls_config: usize,
 }
 
 /// Bounded pool of idle keep-alive connections.
@@ -159,6 +163,7 @@ mod tests {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             scheme: Scheme::Http,
             host: "h".into(),
+            tls_config: 0,
         }
     }
 

@@ -4,6 +4,7 @@
 //! (`StoreHandle`), dropping and counting when it is full. The writer thread drains the queue
 //! into the `Store` in one transaction per batch, and drains completely on shutdown.
 
+pub mod reader;
 pub mod sqlite;
 mod writer;
 

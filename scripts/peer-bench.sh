@@ -201,7 +201,7 @@ run_ringwatch() {
   [ -x "$RINGWATCH_BIN" ] || die "RINGWATCH=1 but $RINGWATCH_BIN is missing"
   local cfg="$WORK/ringwatch.yaml" metrics="http://127.0.0.1:18080/metrics"
   "$BIN" gen-config --services "$RW_SERVICES" --ports "$FLEET_PORTS" --path /ok \
-    --interval "$RW_INTERVAL" --timeout 5s --listen 127.0.0.1:18080 --db "$WORK/rw.db" \
+    --interval "$RW_INTERVAL" --timeout "${RW_TIMEOUT:-5s}" --listen 127.0.0.1:18080 --db "$WORK/rw.db" \
     --shards 1 >"$cfg"
   taskset -c "$PEER_CPU" "$RINGWATCH_BIN" run --config "$cfg" >"$WORK/ringwatch.log" 2>&1 &
   RW_PID=$!

@@ -124,9 +124,6 @@ struct Slot {
     last_latency: Duration,
 }
 
-/// Most probes a shard runs at once; beyond it, due probes wait (their lag shows it).
-const MAX_INFLIGHT: usize = 8192;
-
 /// One shard's state. Lives in an `Rc` on its own thread.
 pub struct Shard {
     id: usize,
@@ -253,8 +250,9 @@ impl Shard {
                 return;
             }
             let now = Instant::now();
+            let max_inflight = self.shared.server.probe.max_inflight;
             loop {
-                if self.inflight.get() >= MAX_INFLIGHT {
+                if self.inflight.get() >= max_inflight {
                     break;
                 }
                 let due = self.sched.borrow_mut().pop_due(now);
@@ -263,7 +261,7 @@ impl Shard {
                     None => break,
                 }
             }
-            if self.inflight.get() >= MAX_INFLIGHT {
+            if self.inflight.get() >= max_inflight {
                 self.probe_done.notified_or(None).await;
                 continue;
             }

@@ -48,6 +48,7 @@ pub(super) struct RawProbe {
     pub(super) max_idle_per_target: Option<u64>,
     pub(super) max_idle_total: Option<u64>,
     pub(super) idle_timeout: Option<String>,
+    pub(super) max_inflight: Option<u64>,
 }
 
 /// `server.resolver`.

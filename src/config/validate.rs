@@ -216,6 +216,13 @@ fn server(raw: &RawConfig) -> Result<ServerConfig> {
             &p.and_then(|p| p.idle_timeout.clone()),
             d.idle_timeout,
         )?,
+        max_inflight: int(
+            "server.probe.max_inflight",
+            p.and_then(|p| p.max_inflight),
+            d.max_inflight as u64,
+            1,
+            1_000_000,
+        )?,
     };
 
     let d = ResolverConfig::default();
@@ -312,7 +319,8 @@ fn storage(raw: &RawConfig, base: &Path) -> Result<StorageConfig> {
         1,
         100_000_000,
     )?;
-    let batch_size = int("storage.batch_size", s.batch_size, 1024, 1, 1_000_000)?;
+    // Large batches are much cheaper per row (each touched page is written once per commit).
+    let batch_size = int("storage.batch_size", s.batch_size, 16_384, 1, 1_000_000)?;
     if batch_size > queue_capacity {
         return err(
             "storage.batch_size",
@@ -322,7 +330,7 @@ fn storage(raw: &RawConfig, base: &Path) -> Result<StorageConfig> {
     let flush_interval = duration(
         "storage.flush_interval",
         &s.flush_interval,
-        Duration::from_millis(100),
+        Duration::from_secs(1),
     )?;
     dur_range(
         "storage.flush_interval",

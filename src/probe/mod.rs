@@ -148,6 +148,8 @@ pub struct ProbeLimits {
     pub max_idle_total: usize,
     /// An idle connection older than this is closed instead of reused.
     pub idle_timeout: Duration,
+    /// Probes a shard runs at once; beyond it due probes wait (and their lag shows it).
+    pub max_inflight: usize,
 }
 
 impl Default for ProbeLimits {
@@ -157,6 +159,7 @@ impl Default for ProbeLimits {
             max_idle_per_target: 4,
             max_idle_total: 4096,
             idle_timeout: Duration::from_secs(30),
+            max_inflight: 4096,
         }
     }
 }

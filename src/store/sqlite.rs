@@ -41,9 +41,13 @@ const MIGRATIONS: &[&str] = &[
         status_code INTEGER NULL,
         bytes INTEGER NOT NULL,
         error_kind TEXT NULL,
-        error TEXT NULL,
-        PRIMARY KEY (service_id, scheduled_at)
-    ) WITHOUT ROWID;
+        error TEXT NULL
+    );
+    -- A rowid table appends in arrival order (results arrive roughly in time order), so a
+    -- batch dirties few table pages; the narrow unique index carries the idempotency key and
+    -- serves per-service history. Measured: ~30% less CPU per row than a WITHOUT ROWID table
+    -- keyed by (service_id, scheduled_at), whose batches dirty one wide leaf per service.
+    CREATE UNIQUE INDEX IF NOT EXISTS results_service_time ON results (service_id, scheduled_at);
     CREATE TABLE IF NOT EXISTS transitions (
         seq INTEGER PRIMARY KEY,
         service_id INTEGER NOT NULL,
@@ -330,6 +334,16 @@ impl SqliteStore {
         // After a checkpoint, truncate a WAL that grew during a burst back to 64 MiB.
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
             .map_err(|e| fail(format!("setting journal_size_limit: {e}")))?;
+        // A results batch touches one B-tree leaf per service it covers; a 64 MiB page cache
+        // keeps those leaves in memory between batches instead of re-reading them, and mmap
+        // lets reads skip the copy through the read(2) path.
+        conn.pragma_update(None, "cache_size", -64 * 1024)
+            .map_err(|e| fail(format!("setting cache_size: {e}")))?;
+        conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)
+            .map_err(|e| fail(format!("setting mmap_size: {e}")))?;
+        // Checkpoint every ~32 MiB of WAL rather than every 4 MiB: fewer, larger copies.
+        conn.pragma_update(None, "wal_autocheckpoint", 8192)
+            .map_err(|e| fail(format!("setting wal_autocheckpoint: {e}")))?;
         conn.set_prepared_statement_cache_capacity(32);
         let mut store = SqliteStore {
             conn,

@@ -4,8 +4,8 @@
 //! their state machines, and serves the HTTP connections the kernel hands its listener
 //! (SO_REUSEPORT). Nothing it owns is shared: other threads reach it only through the mesh.
 
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -148,7 +148,7 @@ impl Shard {
             driver,
             shared,
             prober,
-            services: RefCell::new(HashMap::new()),
+            services: RefCell::new(HashMap::default()),
             sched: RefCell::new(Scheduler::new()),
             stats: RefCell::new(ShardStats::default()),
             wake_sched: LocalNotify::default(),

@@ -179,11 +179,25 @@ impl Config {
         let opts = serde_saphyr::Options {
             // We render our own one-line messages with the key path; snippets would be noise.
             with_snippet: false,
+            budget: Some(yaml_budget()),
             ..serde_saphyr::Options::default()
         };
         let raw: raw::RawConfig = serde_saphyr::from_str_with_options(text, opts)
             .map_err(|e| locate::yaml_error(text, &e))?;
         validate::validate(raw, base)
+    }
+}
+
+/// Parser limits sized for large fleets: the library default (250,000 nodes) stops near
+/// 25,000 services, while a host may monitor 1,000,000. The alias limits, which guard against
+/// "billion laughs" files, stay at their defaults.
+pub(crate) fn yaml_budget() -> serde_saphyr::Budget {
+    serde_saphyr::Budget {
+        max_reader_input_bytes: Some(1024 * 1024 * 1024),
+        max_events: 100_000_000,
+        max_nodes: 50_000_000,
+        max_total_scalar_bytes: 1024 * 1024 * 1024,
+        ..serde_saphyr::Budget::default()
     }
 }
 

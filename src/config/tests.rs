@@ -739,3 +739,16 @@ fn scalars_are_coerced_where_text_is_expected() {
     assert_eq!(s.tags, vec!["1", "2"]);
     assert!(s.paused);
 }
+
+#[test]
+fn large_fleets_fit_the_parser_budget() {
+    // The YAML library's default budget stops near 25,000 services; a host may run 100,000+.
+    let mut text = String::from("services:\n");
+    for i in 0..30_000 {
+        text.push_str(&format!(
+            "  - {{name: s{i}, url: \"http://127.0.0.1:9/{i}\", interval: 60s}}\n"
+        ));
+    }
+    let cfg = Config::parse(&text, Path::new(".")).expect("30k services parse");
+    assert_eq!(cfg.services.len(), 30_000);
+}

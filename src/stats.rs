@@ -48,15 +48,18 @@ pub enum HttpReject {
     BodyTooLarge,
     /// Unparseable request.
     Malformed,
+    /// TLS handshake failed or timed out.
+    TlsHandshake,
 }
 
 impl HttpReject {
-    const ALL: [HttpReject; 5] = [
+    const ALL: [HttpReject; 6] = [
         HttpReject::ConnectionLimit,
         HttpReject::HeaderTooLarge,
         HttpReject::HeaderTimeout,
         HttpReject::BodyTooLarge,
         HttpReject::Malformed,
+        HttpReject::TlsHandshake,
     ];
 
     fn as_str(self) -> &'static str {
@@ -66,6 +69,7 @@ impl HttpReject {
             HttpReject::HeaderTimeout => "header_timeout",
             HttpReject::BodyTooLarge => "body_too_large",
             HttpReject::Malformed => "malformed",
+            HttpReject::TlsHandshake => "tls_handshake",
         }
     }
 }

@@ -23,8 +23,11 @@ fn token() -> impl Strategy<Value = String> {
     "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}"
 }
 
-/// A well-formed request: method, path, query, headers, body.
-fn request() -> impl Strategy<Value = (String, String, String, Vec<(String, String)>, Vec<u8>)> {
+/// A generated request: method, path, query, headers, body.
+type Req = (String, String, String, Vec<(String, String)>, Vec<u8>);
+
+/// A well-formed request.
+fn request() -> impl Strategy<Value = Req> {
     (
         prop_oneof![Just("GET".to_string()), Just("POST".to_string()), token()],
         "(/[A-Za-z0-9._~-]{0,10}){1,4}",
@@ -40,9 +43,7 @@ fn request() -> impl Strategy<Value = (String, String, String, Vec<(String, Stri
         })
 }
 
-fn encode(
-    (method, path, query, headers, body): &(String, String, String, Vec<(String, String)>, Vec<u8>),
-) -> Vec<u8> {
+fn encode((method, path, query, headers, body): &Req) -> Vec<u8> {
     let mut out = format!("{method} {path}");
     if !query.is_empty() {
         out.push('?');

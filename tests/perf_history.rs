@@ -21,8 +21,15 @@ fn timed_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, Duration) 
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
     let took = t.elapsed();
-    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|b| b.1.to_string()).unwrap_or_default();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|b| b.1.to_string())
+        .unwrap_or_default();
     (code, body, took)
 }
 
@@ -53,16 +60,22 @@ fn first_page_over_a_million_results() {
                 .expect("prepare");
             let base = 1_700_000_000_000i64;
             for i in 0..ROWS {
-                st.execute(rusqlite::params![id, base + i * 1000]).expect("insert");
+                st.execute(rusqlite::params![id, base + i * 1000])
+                    .expect("insert");
             }
             // Another service's rows interleave in the key space around it.
             for i in 0..(ROWS / 10) {
-                st.execute(rusqlite::params![other, base + i * 1000]).expect("insert");
+                st.execute(rusqlite::params![other, base + i * 1000])
+                    .expect("insert");
             }
         }
         tx.commit().expect("commit");
     }
-    eprintln!("bulk insert of {} rows: {:.1} s", ROWS + ROWS / 10, t.elapsed().as_secs_f64());
+    eprintln!(
+        "bulk insert of {} rows: {:.1} s",
+        ROWS + ROWS / 10,
+        t.elapsed().as_secs_f64()
+    );
 
     let port = free_port();
     let cfg = format!(

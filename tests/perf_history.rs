@@ -110,6 +110,14 @@ fn first_page_over_a_million_results() {
     );
     println!("deep page via cursor (limit=100): {:.2} ms", ms(deep));
     println!("from/to window (100 rows): {:.2} ms", ms(window));
-    println!("first page (limit=1000): {:.2} ms", ms(limit1000));
+    let mut big: Vec<f64> = (0..20)
+        .map(|_| ms(timed_get(rw.addr, "/api/v1/services/big/results?limit=1000").2))
+        .collect();
+    big.sort_by(f64::total_cmp);
+    println!("first page (limit=1000), first: {:.2} ms", ms(limit1000));
+    println!(
+        "first page (limit=1000), warm x20: p50 {:.2} ms, max {:.2} ms",
+        big[10], big[19]
+    );
     assert!(ms(cold) < 50.0, "first page took {:.1} ms", ms(cold));
 }

@@ -204,7 +204,7 @@ fn services_lifecycle_conflicts_pause_delete_and_restart() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["tags"], json!([]));
-    assert!(eventually(Duration::from_secs(2), || target
+    assert!(eventually(Duration::from_secs(3), || target
         .served("/api2")
         > 0));
 
@@ -218,7 +218,7 @@ fn services_lifecycle_conflicts_pause_delete_and_restart() {
     assert_eq!(target.served("/api2"), before, "paused service was probed");
     let r = req(a, "POST", &format!("/api/v1/services/{id}/resume"), &[], "");
     assert_eq!(r.json()["paused"], false);
-    assert!(eventually(Duration::from_millis(1500), || target
+    assert!(eventually(Duration::from_secs(3), || target
         .served("/api2")
         > before));
 
@@ -232,7 +232,7 @@ fn services_lifecycle_conflicts_pause_delete_and_restart() {
     assert_eq!(r.json()["url"], target.url("/api2"));
     assert_eq!(get(a, "/api/v1/services/bulk-0").json()["paused"], true);
     let after_restart = target.served("/api2");
-    assert!(eventually(Duration::from_millis(1500), || target
+    assert!(eventually(Duration::from_secs(3), || target
         .served("/api2")
         > after_restart));
 

@@ -624,7 +624,11 @@ impl http::Handler for Shard {
                 Response::error(405, "method_not_allowed", "only GET is allowed here")
                     .with_header("Allow", "GET")
             }
-            (_, p) if p.starts_with("/api/") => crate::api::handle(self, &req).await,
+            (_, p) if p.starts_with("/api/") => {
+                let r = crate::api::handle(self, &req).await;
+                self.stats.borrow_mut().api_response(r.status);
+                r
+            }
             _ => Response::error(404, "not_found", &format!("no route for {}", req.path)),
         }
     }

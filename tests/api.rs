@@ -552,6 +552,8 @@ fn validation_errors_name_their_field() {
     assert_eq!(r.error(), ("invalid_value".into(), Some("name".into())));
     // Nothing above crashed the server.
     assert_eq!(get(a, "/healthz").status, 200);
+    assert!(rw.metric("ringwatch_api_responses_total{class=\"4xx\"}") >= 30.0);
+    assert!(rw.metric("ringwatch_api_responses_total{class=\"2xx\"}") >= 1.0);
 }
 
 const READ: &str = "read-token-aaaaaaaaaaaa";

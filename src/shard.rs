@@ -40,6 +40,11 @@ pub enum ShardMsg {
     ReplaceConfig(Vec<Arc<ServiceSpec>>),
     /// Stop probing, finish in-flight probes (up to the grace period) and exit.
     Shutdown,
+    /// A REST operation on a service this shard owns; the answer goes back on the oneshot.
+    Api(
+        crate::api::Op,
+        futures_channel::oneshot::Sender<crate::api::Reply>,
+    ),
 }
 
 /// Process-wide state every shard can read; written only through atomics.
@@ -60,6 +65,14 @@ pub struct Shared {
     pub shards_ready: AtomicUsize,
     /// Set when shutdown begins (readyz turns 503).
     pub stopping: AtomicBool,
+    /// Token verifier for the API, `/metrics` and the WebSocket upgrade.
+    pub auth: crate::auth::Auth,
+    /// Blocking read pool for API history queries (never SQLite on a shard).
+    pub reader: crate::store::reader::ReadPool,
+    /// Persists API-defined services on the writer thread.
+    pub registry: crate::store::RegistryHandle,
+    /// Config `defaults`, applied to services created over the API.
+    pub defaults: Arc<crate::config::ServiceDefaults>,
 }
 
 impl Shared {
@@ -138,6 +151,10 @@ pub struct Shard {
     inflight: Cell<usize>,
     stopping: Cell<bool>,
     connections: Cell<usize>,
+    /// Source of generations for new slots, so a re-created service never matches a stale
+    /// heap entry of its deleted predecessor.
+    next_generation: Cell<u32>,
+    api: crate::api::Local,
 }
 
 impl Shard {
@@ -156,6 +173,8 @@ impl Shard {
             inflight: Cell::new(0),
             stopping: Cell::new(false),
             connections: Cell::new(0),
+            next_generation: Cell::new(0),
+            api: crate::api::Local::default(),
         })
     }
 
@@ -180,11 +199,13 @@ impl Shard {
                 }
             }
             None => {
+                let generation = self.next_generation.get();
+                self.next_generation.set(generation.wrapping_add(1));
                 if !spec.paused {
                     sched.push(Due {
                         at: sched::first_run(now, spec.interval),
                         service: spec.id,
-                        generation: 0,
+                        generation,
                     });
                 }
                 services.insert(
@@ -192,7 +213,7 @@ impl Shard {
                     Slot {
                         spec,
                         health: Health::new(UnixMillis::now()),
-                        generation: 0,
+                        generation,
                         running: false,
                         last_latency: Duration::ZERO,
                     },
@@ -488,7 +509,23 @@ impl Shard {
             self.stats.borrow_mut().http_connections += 1;
             let me = self.clone();
             monoio::spawn(async move {
-                http::serve(stream, &*me, me.shared.server.limits).await;
+                match me.shared.server.tls.clone() {
+                    None => http::serve(stream, &*me, me.shared.server.limits).await,
+                    Some(tls) => {
+                        let acceptor = monoio_rustls::TlsAcceptor::from(tls.config);
+                        // A client that never finishes its handshake loses its slot.
+                        match monoio::time::timeout(tls.handshake_timeout, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => http::serve(s, &*me, me.shared.server.limits).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(shard = me.id, error = %e, "TLS handshake failed");
+                                me.stats.borrow_mut().reject(HttpReject::TlsHandshake);
+                            }
+                            Err(_) => me.stats.borrow_mut().reject(HttpReject::TlsHandshake),
+                        }
+                    }
+                }
                 me.connections.set(me.connections.get().saturating_sub(1));
                 me.stats.borrow_mut().http_connections -= 1;
             });
@@ -510,6 +547,13 @@ impl Shard {
                         let _ = reply.send(self.snapshot());
                     }
                     ShardMsg::ReplaceConfig(specs) => self.replace_config(specs),
+                    ShardMsg::Api(op, reply) => {
+                        // Writes await the writer thread; a task keeps the mesh loop moving.
+                        let me = self.clone();
+                        monoio::spawn(async move {
+                            let _ = reply.send(crate::api::services::apply(&*me, op).await);
+                        });
+                    }
                     ShardMsg::Shutdown => {
                         self.drain().await;
                         return;
@@ -556,6 +600,10 @@ impl http::Handler for Shard {
     async fn handle(&self, req: Request) -> Response {
         match (req.method.as_str(), req.path.as_str()) {
             ("GET", "/metrics") => {
+                // /metrics needs a read token when auth is on: it reveals fleet size and health.
+                if let Err(e) = self.shared.auth.check(&req, crate::auth::Scope::Read) {
+                    return e.response();
+                }
                 let mut r = Response::text(200, self.metrics().await);
                 r.content_type = "text/plain; version=0.0.4; charset=utf-8";
                 r
@@ -574,6 +622,11 @@ impl http::Handler for Shard {
                 Response::error(405, "method_not_allowed", "only GET is allowed here")
                     .with_header("Allow", "GET")
             }
+            (_, p) if p.starts_with("/api/") => {
+                let r = crate::api::handle(self, &req).await;
+                self.stats.borrow_mut().api_response(r.status);
+                r
+            }
             _ => Response::error(404, "not_found", &format!("no route for {}", req.path)),
         }
     }
@@ -584,6 +637,53 @@ impl http::Handler for Shard {
 
     fn on_reject(&self, why: HttpReject) {
         self.stats.borrow_mut().reject(why);
+    }
+}
+
+impl crate::api::Host for Shard {
+    fn shard_id(&self) -> usize {
+        self.id
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn api_local(&self) -> &crate::api::Local {
+        &self.api
+    }
+
+    fn view(&self, id: ServiceId) -> Option<crate::api::ServiceView> {
+        self.services.borrow().get(&id).map(slot_view)
+    }
+
+    fn views(
+        &self,
+        keep: &dyn Fn(&crate::api::ServiceView) -> bool,
+    ) -> Vec<crate::api::ServiceView> {
+        self.services
+            .borrow()
+            .values()
+            .map(slot_view)
+            .filter(|v| keep(v))
+            .collect()
+    }
+
+    fn put(&self, spec: Arc<ServiceSpec>) {
+        self.upsert(spec);
+    }
+
+    fn remove(&self, id: ServiceId) -> bool {
+        // Heap entries of a removed slot are skipped when they surface (no slot, no probe).
+        self.services.borrow_mut().remove(&id).is_some()
+    }
+}
+
+fn slot_view(slot: &Slot) -> crate::api::ServiceView {
+    crate::api::ServiceView {
+        spec: slot.spec.clone(),
+        status: slot.health.status,
+        since: slot.health.since,
     }
 }
 

@@ -48,15 +48,18 @@ pub enum HttpReject {
     BodyTooLarge,
     /// Unparseable request.
     Malformed,
+    /// TLS handshake failed or timed out.
+    TlsHandshake,
 }
 
 impl HttpReject {
-    const ALL: [HttpReject; 5] = [
+    const ALL: [HttpReject; 6] = [
         HttpReject::ConnectionLimit,
         HttpReject::HeaderTooLarge,
         HttpReject::HeaderTimeout,
         HttpReject::BodyTooLarge,
         HttpReject::Malformed,
+        HttpReject::TlsHandshake,
     ];
 
     fn as_str(self) -> &'static str {
@@ -66,6 +69,7 @@ impl HttpReject {
             HttpReject::HeaderTimeout => "header_timeout",
             HttpReject::BodyTooLarge => "body_too_large",
             HttpReject::Malformed => "malformed",
+            HttpReject::TlsHandshake => "tls_handshake",
         }
     }
 }
@@ -99,6 +103,24 @@ pub struct ShardStats {
     pub mesh_received: u64,
     /// Events delivered to this shard for local fan-out.
     pub events_received: u64,
+    /// REST API responses by class, indexed like `API_CLASSES` (5xx = a bound was hit:
+    /// read pool, writer queue or mesh ring full, or a shard too slow).
+    pub api_responses: [u64; API_CLASSES.len()],
+}
+
+/// Status classes of `ringwatch_api_responses_total`.
+pub const API_CLASSES: [&str; 3] = ["2xx", "4xx", "5xx"];
+
+impl ShardStats {
+    /// Counts one REST API response by its status class.
+    pub fn api_response(&mut self, status: u16) {
+        let i = match status {
+            500.. => 2,
+            400..=499 => 1,
+            _ => 0,
+        };
+        self.api_responses[i] += 1;
+    }
 }
 
 impl Default for ShardStats {
@@ -117,6 +139,7 @@ impl Default for ShardStats {
             http_rejected: [0; HttpReject::ALL.len()],
             mesh_received: 0,
             events_received: 0,
+            api_responses: [0; API_CLASSES.len()],
         }
     }
 }
@@ -297,6 +320,9 @@ pub fn render(snaps: &[StatsSnapshot], global: &GlobalStats) -> String {
         }
         merged.mesh_received += st.mesh_received;
         merged.events_received += st.events_received;
+        for (a, b) in merged.api_responses.iter_mut().zip(st.api_responses) {
+            *a += b;
+        }
         for (a, b) in services.iter_mut().zip(s.services) {
             *a += b;
         }
@@ -542,6 +568,14 @@ pub fn render(snaps: &[StatsSnapshot], global: &GlobalStats) -> String {
         "Events delivered to shards for local fan-out.",
         merged.events_received as f64,
     );
+    w.header(
+        "ringwatch_api_responses_total",
+        "counter",
+        "REST API responses by status class (5xx: a queue or pool bound was hit).",
+    );
+    for (c, v) in API_CLASSES.iter().zip(merged.api_responses) {
+        w.sample("ringwatch_api_responses_total", &[("class", c)], v as f64);
+    }
     w.out
 }
 

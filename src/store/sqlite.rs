@@ -762,6 +762,46 @@ impl Store for SqliteStore {
         tx.commit().map_err(io(OP))
     }
 
+    fn upsert_api_service(&mut self, spec: &ServiceSpec) -> Result<(), StoreError> {
+        const OP: &str = "upsert service";
+        let id = to_i64(OP, "service id", spec.id.get())?;
+        let now = UnixMillis::now().0;
+        // A live config row with this id is never overwritten (names are unique across both).
+        let n = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO services (id, name, url, source, spec, created_at, updated_at,
+                   deleted_at) VALUES (?1, ?2, ?3, 'api', ?4, ?5, ?5, NULL)
+                 ON CONFLICT(id) DO UPDATE SET name = excluded.name, url = excluded.url,
+                   source = 'api', spec = excluded.spec, updated_at = excluded.updated_at,
+                   deleted_at = NULL
+                 WHERE services.source = 'api' OR services.deleted_at IS NOT NULL",
+            )
+            .and_then(|mut st| st.execute(params![id, spec.name, spec.url, spec_json(spec), now]))
+            .map_err(io(OP))?;
+        if n == 0 {
+            return Err(StoreError::Io {
+                op: OP,
+                reason: format!("service {} is defined in the config file", spec.name),
+            });
+        }
+        Ok(())
+    }
+
+    fn delete_api_service(&mut self, id: ServiceId) -> Result<(), StoreError> {
+        const OP: &str = "delete service";
+        let sid = to_i64(OP, "service id", id.get())?;
+        let now = UnixMillis::now().0;
+        self.conn
+            .prepare_cached(
+                "UPDATE services SET deleted_at = ?2, updated_at = ?2
+                 WHERE id = ?1 AND source = 'api' AND deleted_at IS NULL",
+            )
+            .and_then(|mut st| st.execute(params![sid, now]))
+            .map_err(io(OP))?;
+        Ok(())
+    }
+
     fn prune(&mut self, cutoff: UnixMillis, max_rows: usize) -> Result<Pruned, StoreError> {
         let max_rows = max_rows.max(1);
         let mut cur = match self.prune {

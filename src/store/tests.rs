@@ -308,10 +308,13 @@ fn finish_drains_everything_queued() {
     let c = cfg(&path, 5000, 100, Duration::from_secs(3600));
     let (w, h, _) = Writer::spawn(Box::new(store), &c).unwrap();
     let sid = ServiceId::from_name("drain");
-    assert!(h.push(Record::Result(result(sid, 0))));
+    // A full batch (100) is committed at once, without waiting for the flush interval.
+    for i in 0..100 {
+        assert!(h.push(Record::Result(result(sid, i))));
+    }
     entered_rx.recv_timeout(Duration::from_secs(5)).unwrap();
     // The writer is stuck in its first append: everything below waits in the queue.
-    for i in 1..4000 {
+    for i in 100..4000 {
         assert!(h.push(Record::Result(result(sid, i))));
     }
     assert!(h.queue_depth() >= 3900);
@@ -709,5 +712,24 @@ fn writer_syncs_services_on_its_thread() {
         .collect();
     assert_eq!(names, vec!["alpha"]);
     assert!(reader.service(b.id).unwrap().unwrap().deleted_at.is_some());
+    w.finish().unwrap();
+}
+
+#[test]
+fn a_partial_batch_waits_for_the_flush_interval_then_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let c = cfg(&path, 1000, 100, Duration::from_secs(2));
+    let (w, h, _) = Writer::spawn(Box::new(sqlite(&path)), &c).unwrap();
+    let sid = ServiceId::from_name("gather");
+    assert!(h.push(Record::Result(result(sid, 0))));
+    // Not committed record by record: the batch keeps filling until the interval ends.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(sqlite(&path).count_results(sid).unwrap(), 0);
+    let t0 = Instant::now();
+    while sqlite(&path).count_results(sid).unwrap() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never committed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     w.finish().unwrap();
 }

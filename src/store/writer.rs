@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use super::{Record, Store, StoreCounters, StoreError, StoreInfo};
 use crate::config::StorageConfig;
@@ -18,6 +18,9 @@ use crate::model::{ServiceSpec, UnixMillis};
 
 /// Minimum gap between two "queue full" warnings, so a flood of drops logs once per window.
 const DROP_WARN_EVERY: Duration = Duration::from_secs(10);
+/// How often a filling batch looks at the queue: often enough to notice a full batch soon,
+/// rarely enough to cost nothing.
+const GATHER_STEP: Duration = Duration::from_millis(20);
 
 /// Knobs of the writer loop that the config does not expose; tests shorten them.
 #[derive(Debug, Clone, Copy)]
@@ -380,12 +383,7 @@ impl Run {
                     default(wait) => {}
                 }
             }
-            while batch.len() < self.batch_size {
-                match self.rx.try_recv() {
-                    Ok(rec) => batch.push(rec),
-                    Err(_) => break,
-                }
-            }
+            self.gather(store, &mut batch);
             if batch.is_empty() {
                 if self.stopped_at.is_some() {
                     return Ok(());
@@ -393,6 +391,44 @@ impl Run {
                 continue;
             }
             self.commit(store, &mut batch)?;
+        }
+    }
+
+    /// Lets a started batch fill for up to `flush_interval` (or until `batch_size`), then
+    /// returns. It deliberately does not block on the record queue meanwhile: a blocked
+    /// receiver turns every push into a futex wake on the pushing shard, and committing each
+    /// record as it arrives costs several times more per row than one large commit.
+    fn gather(&mut self, store: &mut dyn Store, batch: &mut Vec<Record>) {
+        let deadline = Instant::now() + self.flush_interval;
+        loop {
+            while batch.len() < self.batch_size {
+                match self.rx.try_recv() {
+                    Ok(rec) => batch.push(rec),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.stop();
+                        break;
+                    }
+                }
+            }
+            let now = Instant::now();
+            if batch.is_empty()
+                || batch.len() >= self.batch_size
+                || now >= deadline
+                || self.stopped_at.is_some()
+                || self.prune_cutoff.is_some()
+            {
+                return;
+            }
+            select! {
+                recv(self.stop_rx) -> _ => self.stop(),
+                recv(self.ctrl_rx) -> cmd => {
+                    if let Ok(cmd) = cmd {
+                        Self::control(store, cmd);
+                    }
+                },
+                default((deadline - now).min(GATHER_STEP)) => {}
+            }
         }
     }
 

@@ -89,6 +89,22 @@ fn concrete_listen_addr(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
     })
 }
 
+/// Opens the store's blocking readers for WebSocket resume (SQLite only; the file exists now).
+fn open_reads(storage: &crate::config::StorageConfig) -> Option<store::reader::ReadPool> {
+    match &storage.kind {
+        crate::config::StorageKind::Sqlite { path } => {
+            match store::reader::ReadPool::open(path, 2, 256) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "store readers unavailable; WebSocket resume replays only recent events");
+                    None
+                }
+            }
+        }
+        crate::config::StorageKind::Postgres { .. } => None,
+    }
+}
+
 /// A running server: its threads and how to stop them.
 pub struct Running {
     shared: Arc<Shared>,
@@ -116,6 +132,7 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
         started: Instant::now(),
         shards_ready: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
+        reads: open_reads(&cfg.storage),
     });
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::time::Instant;
 
@@ -396,11 +397,16 @@ where
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        let read = monoio::time::timeout(wait.max(Duration::from_millis(1)), stream.read(buf));
+        // Read into the spare capacity after a partial request, not over it.
+        let (len, cap) = (buf.len(), buf.capacity());
+        let read = monoio::time::timeout(
+            wait.max(Duration::from_millis(1)),
+            stream.read(buf.slice_mut(len..cap)),
+        );
         match read.await {
             Ok((Ok(0), _)) | Ok((Err(_), _)) => return None,
             Ok((Ok(_), b)) => {
-                buf = b;
+                buf = b.into_inner();
                 if request_started.is_none() {
                     request_started = Some(Instant::now());
                 }

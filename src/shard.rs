@@ -624,6 +624,11 @@ impl Shard {
         while self.inflight.get() > 0 && Instant::now() < deadline {
             self.probe_done.notified_or(Some(deadline)).await;
         }
+        // Let the close handshakes finish (bounded), so clients see 1001 rather than a reset.
+        let ws_deadline = Instant::now() + self.shared.server.ws.close_timeout;
+        while !self.hub.is_empty() && Instant::now() < ws_deadline {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
         tracing::info!(
             shard = self.id,
             abandoned = self.inflight.get(),

@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
+use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 
@@ -105,8 +106,10 @@ async fn reader(
         if buf.capacity() - buf.len() < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
         }
-        let (res, b) = rd.read(buf).await;
-        buf = b;
+        // Read into the spare capacity: a plain Vec would be filled from its start.
+        let (len, cap) = (buf.len(), buf.capacity());
+        let (res, b) = rd.read(buf.slice_mut(len..cap)).await;
+        buf = b.into_inner();
         match res {
             Ok(n) if n > 0 => {}
             _ => return,

@@ -490,6 +490,16 @@ impl Hub {
         }
     }
 
+    /// Clients connected now.
+    pub fn len(&self) -> usize {
+        self.clients.borrow().len()
+    }
+
+    /// True when no client is connected.
+    pub fn is_empty(&self) -> bool {
+        self.clients.borrow().is_empty()
+    }
+
     /// Closes every client with 1001 (shutdown).
     pub fn close_all(&self) {
         let clients: Vec<Rc<Client>> = self.clients.borrow().clone();

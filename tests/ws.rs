@@ -354,6 +354,9 @@ fn each_event_is_encoded_once_for_many_clients_on_every_shard() {
     assert_eq!(rw.metric("ringwatch_ws_result_subscribers"), 0.0);
 }
 
+/// Name, what to send, expected close code.
+type BadFrameCase = (&'static str, Box<dyn Fn(&mut Ws)>, u16);
+
 #[test]
 fn bad_frames_get_close_codes_and_others_keep_being_served() {
     let (_t, _d, rw) = start(
@@ -363,7 +366,7 @@ fn bad_frames_get_close_codes_and_others_keep_being_served() {
     let mut observer = Ws::connect(rw.addr);
     observer.subscribe(r#"{"op":"subscribe"}"#);
     let utf8_bad: &[u8] = &[0xC3, 0x28];
-    let cases: Vec<(&str, Box<dyn Fn(&mut Ws)>, u16)> = vec![
+    let cases: Vec<BadFrameCase> = vec![
         (
             "unmasked",
             Box::new(|w: &mut Ws| w.send_frame(0x81, b"{}", false)),

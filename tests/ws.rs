@@ -491,3 +491,109 @@ fn pings_pongs_and_close_handshakes() {
     last.send_frame(0x88, &1001u16.to_be_bytes(), true);
     assert!(last.eof_within(LONG));
 }
+
+#[test]
+fn a_stalled_client_is_dropped_and_does_not_delay_the_others() {
+    let target = Target::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut cfg = base_config(
+        port,
+        &dir.path().join("rw.db"),
+        1,
+        "  ws:\n    max_queue_bytes: 16384\n    slow_grace: 300ms\n    send_buffer_bytes: 8192\n",
+    ) + "services:\n";
+    for i in 0..30 {
+        cfg += &format!(
+            "  - name: s{i}\n    url: {}\n    interval: 100ms\n    timeout: 80ms\n",
+            target.url(&format!("/ok/{i}"))
+        );
+    }
+    let rw = Ringwatch::start_in(dir.path(), port, &cfg);
+    let results = r#"{"op":"subscribe","filter":{"events":["result"]}}"#;
+
+    // The stalled client: a tiny receive buffer, subscribes to results, then never reads.
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(2048).expect("rcvbuf");
+    sock.connect(&rw.addr.into()).expect("connect");
+    let mut stalled = Ws::connect_stream(sock.into());
+    stalled.subscribe(results);
+
+    // A healthy client on its own thread records how fresh each result is on arrival.
+    let mut healthy = Ws::connect(rw.addr);
+    healthy.subscribe(results);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let mut lags = Vec::new();
+        while !stop2.load(Ordering::Relaxed) {
+            if let Some(m) = healthy.next_json(Duration::from_millis(200)) {
+                if m["type"] == "result" {
+                    let at = m["at"].as_str().unwrap_or("").to_string();
+                    lags.push((at, std::time::SystemTime::now()));
+                }
+            }
+        }
+        (healthy, lags)
+    });
+    assert!(
+        eventually(Duration::from_secs(20), || rw
+            .metric("ringwatch_ws_dropped_total{reason=\"slow\"}")
+            == 1.0),
+        "stalled client not dropped: {}",
+        rw.get("/metrics")
+            .1
+            .lines()
+            .filter(|l| l.starts_with("ringwatch_ws") || l.starts_with("ringwatch_probes_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (mut healthy, lags) = reader.join().expect("reader");
+    assert!(
+        lags.len() > 50,
+        "healthy client kept receiving: {}",
+        lags.len()
+    );
+    // Freshness: `at` (ms, UTC) against the arrival time, generous for a loaded machine.
+    let worst = lags
+        .iter()
+        .map(|(at, arrived)| {
+            let arrived_ms = arrived
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis() as i64;
+            arrived_ms - rfc3339_ms(at)
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(worst < 2000, "healthy client delayed by {worst} ms");
+    // After the close timeout the stalled socket is cut; only the healthy client is left.
+    assert!(
+        eventually(LONG, || rw.metric("ringwatch_ws_clients") == 1.0),
+        "stalled client still connected"
+    );
+    healthy.send_text(r#"{"op":"unsubscribe"}"#);
+    healthy.until_type("unsubscribed", LONG);
+    // The stalled socket was closed: reading it now drains what was buffered, then ends.
+    assert!(stalled.eof_within(LONG));
+    assert!(rw.metric("ringwatch_ws_coalesced_writes_total") >= 1.0);
+}
+
+/// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn rfc3339_ms(s: &str) -> i64 {
+    let n = |a: usize, b: usize| s.get(a..b).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let (y, mo, d) = (n(0, 4), n(5, 7), n(8, 10));
+    let (h, mi, se, ms) = (n(11, 13), n(14, 16), n(17, 19), n(20, 23));
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms
+}

@@ -122,6 +122,9 @@ pub struct WsConfig {
     pub resume_buffer: usize,
     /// Most stored transitions replayed for one `since`.
     pub max_replay: usize,
+    /// SO_SNDBUF for WebSocket sockets (0 = kernel autotuning); caps kernel memory per client
+    /// and makes a stalled client reach its queue bound sooner.
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for WsConfig {
@@ -136,6 +139,7 @@ impl Default for WsConfig {
             close_timeout: Duration::from_secs(2),
             resume_buffer: 4096,
             max_replay: 100_000,
+            send_buffer_bytes: 0,
         }
     }
 }

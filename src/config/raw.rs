@@ -64,6 +64,7 @@ pub(super) struct RawWs {
     pub(super) close_timeout: Option<String>,
     pub(super) resume_buffer: Option<u64>,
     pub(super) max_replay: Option<u64>,
+    pub(super) send_buffer_bytes: Option<u64>,
 }
 
 /// `server.resolver`.

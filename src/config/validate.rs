@@ -312,6 +312,13 @@ fn ws(w: Option<&super::raw::RawWs>) -> Result<super::WsConfig> {
             1,
             10_000_000,
         )?,
+        send_buffer_bytes: int(
+            "server.ws.send_buffer_bytes",
+            w.and_then(|w| w.send_buffer_bytes),
+            d.send_buffer_bytes as u64,
+            0,
+            64 * MIB,
+        )?,
     })
 }
 

@@ -28,7 +28,22 @@ const PAGE: usize = 10_000;
 /// Runs an upgraded connection until it closes.
 pub async fn run(shard: Rc<Shard>, up: Upgraded<TcpStream>) {
     let hub = shard.ws_hub().clone();
-    let c = hub.add(up.stream.as_raw_fd());
+    let fd = up.stream.as_raw_fd();
+    let sndbuf = hub.cfg.send_buffer_bytes;
+    if sndbuf > 0 {
+        let v = libc::c_int::try_from(sndbuf).unwrap_or(libc::c_int::MAX);
+        // SAFETY: setsockopt on a descriptor we own with a correctly sized int option.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    let c = hub.add(fd);
     hub.send_text(&c, &protocol::hello(shard.shared().seq.latest()));
     let (mut rd, wr) = up.stream.into_split();
     monoio::spawn(writer(hub.clone(), c.clone(), wr));

@@ -597,3 +597,95 @@ fn rfc3339_ms(s: &str) -> i64 {
     let days = era * 146_097 + doe - 719_468;
     ((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms
 }
+
+#[test]
+fn python_websockets_client_receives_events_and_closes_cleanly() {
+    let (target, _d, rw) = start(2, "");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/py_client.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(rw.addr.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("python3 (scripts/setup-test-deps.sh installs websockets)");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        seen.push(line.clone());
+        if line == "READY" {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l == "READY"),
+        "python client output: {seen:?}"
+    );
+    target.status.store(500, Ordering::Relaxed);
+    seen.extend(lines.map_while(Result::ok));
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "python client failed: {seen:?}");
+    let msgs: Vec<Value> = seen
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(msgs[0]["type"], "hello");
+    let types: Vec<&str> = msgs.iter().filter_map(|m| m["type"].as_str()).collect();
+    assert_eq!(
+        types,
+        ["hello", "subscribed", "snapshot", "transition"],
+        "{seen:?}"
+    );
+    assert_eq!(msgs[3]["service"], "alpha");
+    assert_eq!(msgs[3]["to"], "down");
+    assert!(seen.iter().any(|l| l == "PONG"));
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("CLOSED 1000"),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn headless_chromium_page_shows_received_events() {
+    let (_t, dir, rw) = start(1, "");
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/page.html"
+    ))
+    .expect("page")
+    .replace("ADDR", &rw.addr.to_string());
+    let path = dir.path().join("page.html");
+    std::fs::write(&path, page).expect("write page");
+    let profile = dir.path().join("chromium-profile");
+    // Headless Chromium driven by playwright-core (both installed by setup-test-deps.sh).
+    let node_modules = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-node/node_modules");
+    let out = std::process::Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/chromium_page.js"
+        ))
+        .arg(format!("file://{}", path.display()))
+        .arg(&profile)
+        .env("NODE_PATH", node_modules)
+        .output()
+        .expect("node (scripts/setup-test-deps.sh installs playwright-core and chromium)");
+    assert!(
+        out.status.success(),
+        "chromium page failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(dom.contains("<li class=\"hello\">"), "{dom}");
+    assert!(dom.contains("<li class=\"subscribed\">"), "{dom}");
+    assert!(dom.contains("<li class=\"snapshot\">"), "{dom}");
+    // since: 0 replays the stored UNKNOWN -> UP transition of each of the three services.
+    let transitions = dom.matches("<li class=\"transition\">").count();
+    assert!(transitions >= 3, "{transitions} transitions in:\n{dom}");
+    assert!(
+        dom.contains("&quot;to&quot;:&quot;up&quot;") || dom.contains("\"to\":\"up\""),
+        "{dom}"
+    );
+}

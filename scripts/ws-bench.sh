@@ -60,7 +60,9 @@ swarm() { # swarm PORT SUBSCRIBE WARMUP DURATION
 "$B" fleet --listen 127.0.0.1 --ports "$FLEET_PORT" --threads 1 --cpus "$CLIENT_CPU" >"$WORK/fleet.log" 2>&1 &
 PIDS+=($!)
 
-rw_config() { # rw_config NSERVICES
+rw_config() { # rw_config NSERVICES [SPREAD]
+  # With SPREAD=1 service i flaps with period 1000+7i ms, so the ten status changes per
+  # second are spread over the second (like the peer's timer) instead of landing together.
   cat <<YAML
 server:
   listen: 127.0.0.1:$RW_PORT
@@ -76,13 +78,15 @@ log:
 services:
 YAML
   for i in $(seq 1 "$1"); do
-    printf '  - name: flap-%d\n    url: http://127.0.0.1:%d/flap/1000?i=%d\n    interval: 100ms\n    timeout: 90ms\n' "$i" "$FLEET_PORT" "$i"
+    period=1000
+    [ "${2:-0}" = 1 ] && period=$((1000 + 7 * (i - 1)))
+    printf '  - name: flap-%d\n    url: http://127.0.0.1:%d/flap/%d?i=%d\n    interval: 100ms\n    timeout: 90ms\n' "$i" "$FLEET_PORT" "$period" "$i"
   done
 }
 
-start_rw() { # start_rw NSERVICES
+start_rw() { # start_rw NSERVICES [SPREAD]
   rm -f "$WORK"/rw.db*
-  rw_config "$1" >"$WORK/rw.yaml"
+  rw_config "$1" "${2:-0}" >"$WORK/rw.yaml"
   taskset -c "$SERVER_CPU" "$RW" run --config "$WORK/rw.yaml" >"$WORK/rw.log" 2>&1 &
   SRV=$!
   PIDS+=("$SRV")
@@ -126,11 +130,13 @@ run_case() { # run_case NAME PORT SUBSCRIBE
   echo "$res"
   curl -fs "127.0.0.1:$RW_PORT/metrics" | grep -E '^ringwatch_ws_(push_latency_seconds\{|coalesced|writes_total|messages_sent|dropped_total)' | tr '\n' ' '; echo
   stop_srv
-  # b10
-  start_rw 10
-  run_case "ringwatch b10" "$RW_PORT" '{"op":"subscribe"}'
-  curl -fs "127.0.0.1:$RW_PORT/metrics" | grep -E '^ringwatch_ws_(push_latency_seconds\{|coalesced|writes_total|messages_sent|dropped_total)|^ringwatch_transitions_total' | tr '\n' ' '; echo
-  stop_srv
+  # b10: ten services flapping in phase (bursts), then spread over the second
+  for spread in 0 1; do
+    start_rw 10 "$spread"
+    run_case "ringwatch b10 spread=$spread" "$RW_PORT" '{"op":"subscribe"}'
+    curl -fs "127.0.0.1:$RW_PORT/metrics" | grep -E '^ringwatch_ws_(push_latency_seconds\{|coalesced|writes_total|messages_sent|dropped_total)|^ringwatch_transitions_total' | tr '\n' ' '; echo
+    stop_srv
+  done
 
   fi
   if [[ " ${CASES:-rw peer} " == *" peer "* ]]; then

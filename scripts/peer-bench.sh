@@ -33,8 +33,8 @@ BIN=${LOADTEST_BIN:-$ROOT/target/release/ringwatch-loadtest}
 OUT=${OUT:-$ROOT/target/peer-bench.json}
 RINGWATCH=${RINGWATCH:-0}
 RINGWATCH_BIN=${RINGWATCH_BIN:-$ROOT/target/release/ringwatch}
-RW_SERVICES=${RW_SERVICES:-10000}
-RW_INTERVAL=${RW_INTERVAL:-60s}
+RW_SERVICES=${RW_SERVICES:-20000}
+RW_INTERVAL=${RW_INTERVAL:-1s}
 
 # Thousands of connections (fleet, exporter, ringwatch) need more than the default 20000
 # fds; as root we may raise the hard limit, otherwise take what the hard limit allows.
@@ -197,28 +197,56 @@ metric_sum() { # metric_sum URL NAME -> sum of all samples of NAME
   curl -sf -m 5 "$1" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $NF} END {printf "%.0f", s}'
 }
 
+# CPU-seconds of the threads of PID whose name starts with PREFIX (e.g. shard-).
+thread_cpu_seconds() {
+  local pid=$1 prefix=$2 tck ticks=0 t
+  tck=$(getconf CLK_TCK)
+  for t in /proc/"$pid"/task/*; do
+    case "$(cat "$t/comm" 2>/dev/null)" in
+      "$prefix"*) ticks=$((ticks + $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null || echo 0))) ;;
+    esac
+  done
+  calc "$ticks / $tck"
+}
+
+# ringwatch at saturation: more services due than one shard can probe, with as many probes in
+# flight as wrk has connections (RW_INFLIGHT), so both run flat out at the same concurrency.
 run_ringwatch() {
   [ -x "$RINGWATCH_BIN" ] || die "RINGWATCH=1 but $RINGWATCH_BIN is missing"
   local cfg="$WORK/ringwatch.yaml" metrics="http://127.0.0.1:18080/metrics"
   "$BIN" gen-config --services "$RW_SERVICES" --ports "$FLEET_PORTS" --path /ok \
-    --interval "$RW_INTERVAL" --timeout 5s --listen 127.0.0.1:18080 --db "$WORK/rw.db" \
+    --interval "$RW_INTERVAL" --timeout "${RW_TIMEOUT:-5s}" --listen 127.0.0.1:18080 --db "$WORK/rw.db" \
     --shards 1 >"$cfg"
-  taskset -c "$PEER_CPU" "$RINGWATCH_BIN" run --config "$cfg" >"$WORK/ringwatch.log" 2>&1 &
+  # As deployed: the shard pins itself (shard 0 -> cpu 0, where wrk ran); the storage writer
+  # and resolver threads float. Every thread's CPU is counted below either way.
+  sed -i "s/^server: {\(.*\)}$/server: {\1, pin: true, probe: {max_inflight: ${RW_INFLIGHT:-$WRK_CONNS}}}/" "$cfg"
+  "$RINGWATCH_BIN" run --config "$cfg" >"$WORK/ringwatch.log" 2>&1 &
   RW_PID=$!
   PIDS+=("$RW_PID")
   wait_http "http://127.0.0.1:18080/healthz" 30 || die "ringwatch did not start: $(tail -5 "$WORK/ringwatch.log")"
   sleep "${RW_SETTLE:-5}"
-  local p0 p1 c0 c1
-  p0=$(metric_sum "$metrics" ringwatch_probes_total)
-  c0=$(cpu_seconds "$RW_PID")
+  local p0 p1 c0 c1 s0 s1 w0 w1 ok0 ok1 m
+  # One scrape per sample, so total and ok come from the same instant.
+  m=$(curl -s "$metrics")
+  p0=$(awk '/^ringwatch_probes_total\{/ {s += $2} END {printf "%d", s}' <<<"$m")
+  ok0=$(awk '/^ringwatch_probes_total\{outcome="ok"\}/ {printf "%d", $2}' <<<"$m")
+  c0=$(cpu_seconds "$RW_PID"); s0=$(thread_cpu_seconds "$RW_PID" shard-); w0=$(thread_cpu_seconds "$RW_PID" ringwatch-store)
   sleep "$DURATION"
-  p1=$(metric_sum "$metrics" ringwatch_probes_total)
-  c1=$(cpu_seconds "$RW_PID")
+  m=$(curl -s "$metrics")
+  p1=$(awk '/^ringwatch_probes_total\{/ {s += $2} END {printf "%d", s}' <<<"$m")
+  ok1=$(awk '/^ringwatch_probes_total\{outcome="ok"\}/ {printf "%d", $2}' <<<"$m")
+  c1=$(cpu_seconds "$RW_PID"); s1=$(thread_cpu_seconds "$RW_PID" shard-); w1=$(thread_cpu_seconds "$RW_PID" ringwatch-store)
   C_PROBES=$((p1 - p0))
+  C_BAD=$((C_PROBES - (ok1 - ok0)))
   C_RW_CPU=$(calc "$c1 - $c0")
+  C_SHARD_CPU=$(calc "$s1 - $s0")
+  C_STORE_CPU=$(calc "$w1 - $w0")
   C_PPS=$(calc "$C_PROBES / $DURATION")
   C_PER_RW_CPU=$(calc "$C_PROBES / ($C_RW_CPU > 0 ? $C_RW_CPU : 0.01)")
+  C_PER_SHARD_CPU=$(calc "$C_PROBES / ($C_SHARD_CPU > 0 ? $C_SHARD_CPU : 0.01)")
+  C_PER_STORE_CPU=$(calc "$C_PROBES / ($C_STORE_CPU > 0 ? $C_STORE_CPU : 0.01)")
   C_RW_RSS=$(rss_kib "$RW_PID")
+  curl -s "$metrics" >"$WORK/ringwatch.metrics"
 }
 
 # ---------------------------------------------------------------- report
@@ -229,12 +257,17 @@ report() {
   printf '%-38s %12s %12s %14s %10s\n' "wrk -> fleet /ok (fleet process)" "$A_RPS" "$A_FLEET_CPU" "$A_PER_FLEET_CPU" "$A_BAD"
   printf '%-38s %12s %12s %14s %10s\n' "blackbox_exporter probes (exporter)" "$B_PPS" "$B_BB_CPU" "$B_PER_BB_CPU" "$B_BAD"
   if [ "$RINGWATCH" = 1 ]; then
-    printf '%-38s %12s %12s %14s %10s\n' "ringwatch probes (ringwatch)" "$C_PPS" "$C_RW_CPU" "$C_PER_RW_CPU" "-"
+    printf '%-38s %12s %12s %14s %10s\n' "ringwatch probes (whole process)" "$C_PPS" "$C_RW_CPU" "$C_PER_RW_CPU" "$C_BAD"
+    printf '%-38s %12s %12s %14s %10s\n' "ringwatch probes (shard thread)" "$C_PPS" "$C_SHARD_CPU" "$C_PER_SHARD_CPU" "$C_BAD"
+    printf '%-38s %12s %12s %14s %10s\n' "ringwatch results (SQLite writer)" "$C_PPS" "$C_STORE_CPU" "$C_PER_STORE_CPU" "-"
+    printf '\nratios (per CPU-second): ringwatch/wrk = %s (shard only %s); ringwatch/blackbox = %s (shard only %s)\n' \
+      "$(calc "$C_PER_RW_CPU / $A_PER_WRK_CPU")" "$(calc "$C_PER_SHARD_CPU / $A_PER_WRK_CPU")" \
+      "$(calc "$C_PER_RW_CPU / $B_PER_BB_CPU")" "$(calc "$C_PER_SHARD_CPU / $B_PER_BB_CPU")"
   fi
   local rw=""
   if [ "$RINGWATCH" = 1 ]; then
-    rw=$(printf ',"ringwatch":{"services":%s,"interval":"%s","probes":%s,"probes_per_sec":%s,"cpu_seconds":%s,"probes_per_cpu_second":%s,"rss_kib":%s}' \
-      "$RW_SERVICES" "$RW_INTERVAL" "$C_PROBES" "$C_PPS" "$C_RW_CPU" "$C_PER_RW_CPU" "$C_RW_RSS")
+    rw=$(printf ',"ringwatch":{"services":%s,"interval":"%s","inflight":%s,"probes":%s,"failed":%s,"probes_per_sec":%s,"cpu_seconds":%s,"probes_per_cpu_second":%s,"shard_cpu_seconds":%s,"probes_per_shard_cpu_second":%s,"store_cpu_seconds":%s,"results_per_store_cpu_second":%s,"rss_kib":%s}' \
+      "$RW_SERVICES" "$RW_INTERVAL" "${RW_INFLIGHT:-$WRK_CONNS}" "$C_PROBES" "$C_BAD" "$C_PPS" "$C_RW_CPU" "$C_PER_RW_CPU" "$C_SHARD_CPU" "$C_PER_SHARD_CPU" "$C_STORE_CPU" "$C_PER_STORE_CPU" "$C_RW_RSS")
   fi
   printf '{"duration_s":%s,"cpus":{"fleet":%s,"load":%s,"peer":%s,"bb_wrk":%s},"nproc":%s,"loadavg_1m_at_start":%s,' \
     "$DURATION" "$FLEET_CPU" "$LOAD_CPU" "$PEER_CPU" "$BB_WRK_CPU" "$(nproc)" "$LOADAVG0" >"$OUT"

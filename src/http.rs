@@ -397,11 +397,12 @@ where
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        // Read into the spare capacity after a partial request, not over it.
-        let (len, cap) = (buf.len(), buf.capacity());
+        // Read into the spare capacity after what is buffered: monoio reads into a `Vec` from
+        // index 0, which would overwrite the start of a request split across reads.
+        let filled = buf.len();
         let read = monoio::time::timeout(
             wait.max(Duration::from_millis(1)),
-            stream.read(buf.slice_mut(len..cap)),
+            stream.read(buf.slice_mut(filled..)),
         );
         match read.await {
             Ok((Ok(0), _)) | Ok((Err(_), _)) => return None,

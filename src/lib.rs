@@ -3,6 +3,8 @@
 //! Start at `shard` (what runs on each core), then `sched` (when to probe), `probe` (how),
 //! `state` (what it means) and `store` (where it is kept). `docs/architecture.md` has the map.
 
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod dns;
 pub mod event;

@@ -89,20 +89,45 @@ fn concrete_listen_addr(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
     })
 }
 
-/// Opens the store's blocking readers for WebSocket resume (SQLite only; the file exists now).
-fn open_reads(storage: &crate::config::StorageConfig) -> Option<store::reader::ReadPool> {
-    match &storage.kind {
-        crate::config::StorageKind::Sqlite { path } => {
-            match store::reader::ReadPool::open(path, 2, 256) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    tracing::warn!(error = %e, "store readers unavailable; WebSocket resume replays only recent events");
-                    None
-                }
-            }
+/// Read-pool threads for API history queries, and their queue bound (full = 503 busy).
+const READ_THREADS: usize = 2;
+const READ_QUEUE: usize = 256;
+
+/// Opens the API read pool and loads the API-defined services persisted in the store.
+///
+/// A stored service that no longer validates (e.g. `defaults` changed) or whose name is now
+/// taken by a config service is skipped with a warning; its row and results stay.
+fn open_reader(cfg: &Config) -> Result<(store::reader::ReadPool, Vec<ServiceSpec>), ServerError> {
+    let path = match &cfg.storage.kind {
+        crate::config::StorageKind::Sqlite { path } => path.clone(),
+        crate::config::StorageKind::Postgres { url } => {
+            return Err(ServerError::Store(StoreError::Open {
+                what: url.split('@').next_back().unwrap_or("postgres").to_string(),
+                reason: "postgres storage is not built yet".into(),
+            }))
         }
-        crate::config::StorageKind::Postgres { .. } => None,
+    };
+    let reader = store::reader::ReadPool::open(&path, READ_THREADS, READ_QUEUE)?;
+    let ro = store::sqlite::SqliteStore::open_read_only(&path)?;
+    let config_ids: std::collections::HashSet<_> = cfg.services.iter().map(|s| s.id).collect();
+    let mut out = Vec::new();
+    for row in ro.services(false)? {
+        if row.source != "api" {
+            continue;
+        }
+        if config_ids.contains(&row.id) {
+            tracing::warn!(service = %row.name, "API service shadowed by a config service of the same name");
+            continue;
+        }
+        let parsed = serde_json::from_str::<serde_json::Value>(&row.spec)
+            .map_err(|e| e.to_string())
+            .and_then(|v| crate::config::api_service(&v, &cfg.defaults).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(spec) => out.push(spec),
+            Err(e) => tracing::warn!(service = %row.name, error = %e, "stored API service skipped"),
+        }
     }
+    Ok((reader, out))
 }
 
 /// A running server: its threads and how to stop them.
@@ -122,6 +147,7 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
     let mut backend = store::open(&cfg.storage)?;
     backend.sync_services(&cfg.services)?;
     let (writer, handle, info) = Writer::spawn(backend, &cfg.storage)?;
+    let (reader, api_services) = open_reader(&cfg)?;
     let resolver = ResolverHandle::spawn(cfg.server.resolver);
     let shared = Arc::new(Shared {
         mesh: Mesh::new(n, MESH_CAPACITY),
@@ -132,8 +158,19 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
         started: Instant::now(),
         shards_ready: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
-        reads: open_reads(&cfg.storage),
+        auth: crate::auth::Auth::new(&cfg.auth),
+        reader,
+        registry: writer.registry(),
+        defaults: cfg.defaults.clone(),
     });
+    if !shared.auth.enabled() {
+        tracing::warn!(
+            addr = %cfg.server.listen,
+            "auth is off: anyone who can reach this port can change services"
+        );
+    }
+    let api_total = api_services.len();
+    cfg.services.extend(api_services);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -191,6 +228,8 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
         addr = %cfg.server.listen,
         shards = n,
         services = total,
+        api_services = api_total,
+        tls = cfg.server.tls.is_some(),
         seq = info.max_seq,
         "ringwatch listening"
     );

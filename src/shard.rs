@@ -4,8 +4,8 @@
 //! their state machines, and serves the HTTP connections the kernel hands its listener
 //! (SO_REUSEPORT). Nothing it owns is shared: other threads reach it only through the mesh.
 
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -28,7 +28,6 @@ use crate::probe::Prober;
 use crate::sched::{self, Due, Scheduler};
 use crate::state::{Health, SeqCounter};
 use crate::stats::{self, GlobalStats, HttpReject, ShardStats, Skip, StatsSnapshot};
-use crate::store::reader::ReadPool;
 use crate::store::{Record, StoreHandle};
 use crate::ws;
 
@@ -42,6 +41,11 @@ pub enum ShardMsg {
     ReplaceConfig(Vec<Arc<ServiceSpec>>),
     /// Stop probing, finish in-flight probes (up to the grace period) and exit.
     Shutdown,
+    /// A REST operation on a service this shard owns; the answer goes back on the oneshot.
+    Api(
+        crate::api::Op,
+        futures_channel::oneshot::Sender<crate::api::Reply>,
+    ),
     /// Reply with the current state of every service this shard owns (WebSocket snapshots).
     States(futures_channel::oneshot::Sender<Vec<ws::protocol::ServiceState>>),
 }
@@ -64,8 +68,14 @@ pub struct Shared {
     pub shards_ready: AtomicUsize,
     /// Set when shutdown begins (readyz turns 503).
     pub stopping: AtomicBool,
-    /// Blocking store readers (WebSocket resume); None when the store has no file to read.
-    pub reads: Option<ReadPool>,
+    /// Token verifier for the API, `/metrics` and the WebSocket upgrade.
+    pub auth: crate::auth::Auth,
+    /// Blocking read pool for API history queries (never SQLite on a shard).
+    pub reader: crate::store::reader::ReadPool,
+    /// Persists API-defined services on the writer thread.
+    pub registry: crate::store::RegistryHandle,
+    /// Config `defaults`, applied to services created over the API.
+    pub defaults: Arc<crate::config::ServiceDefaults>,
 }
 
 impl Shared {
@@ -130,9 +140,6 @@ struct Slot {
     last_latency: Duration,
 }
 
-/// Most probes a shard runs at once; beyond it, due probes wait (their lag shows it).
-const MAX_INFLIGHT: usize = 8192;
-
 /// One shard's state. Lives in an `Rc` on its own thread.
 pub struct Shard {
     id: usize,
@@ -147,6 +154,10 @@ pub struct Shard {
     inflight: Cell<usize>,
     stopping: Cell<bool>,
     connections: Cell<usize>,
+    /// Source of generations for new slots, so a re-created service never matches a stale
+    /// heap entry of its deleted predecessor.
+    next_generation: Cell<u32>,
+    api: crate::api::Local,
     hub: Rc<ws::Hub>,
 }
 
@@ -159,7 +170,7 @@ impl Shard {
             driver,
             shared,
             prober,
-            services: RefCell::new(HashMap::new()),
+            services: RefCell::new(HashMap::default()),
             sched: RefCell::new(Scheduler::new()),
             stats: RefCell::new(ShardStats::default()),
             wake_sched: LocalNotify::default(),
@@ -167,6 +178,8 @@ impl Shard {
             inflight: Cell::new(0),
             stopping: Cell::new(false),
             connections: Cell::new(0),
+            next_generation: Cell::new(0),
+            api: crate::api::Local::default(),
             hub,
         })
     }
@@ -192,11 +205,13 @@ impl Shard {
                 }
             }
             None => {
+                let generation = self.next_generation.get();
+                self.next_generation.set(generation.wrapping_add(1));
                 if !spec.paused {
                     sched.push(Due {
                         at: sched::first_run(now, spec.interval),
                         service: spec.id,
-                        generation: 0,
+                        generation,
                     });
                 }
                 services.insert(
@@ -204,7 +219,7 @@ impl Shard {
                     Slot {
                         spec,
                         health: Health::new(UnixMillis::now()),
-                        generation: 0,
+                        generation,
                         running: false,
                         last_latency: Duration::ZERO,
                     },
@@ -262,8 +277,9 @@ impl Shard {
                 return;
             }
             let now = Instant::now();
+            let max_inflight = self.shared.server.probe.max_inflight;
             loop {
-                if self.inflight.get() >= MAX_INFLIGHT {
+                if self.inflight.get() >= max_inflight {
                     break;
                 }
                 let due = self.sched.borrow_mut().pop_due(now);
@@ -272,7 +288,7 @@ impl Shard {
                     None => break,
                 }
             }
-            if self.inflight.get() >= MAX_INFLIGHT {
+            if self.inflight.get() >= max_inflight {
                 self.probe_done.notified_or(None).await;
                 continue;
             }
@@ -574,7 +590,32 @@ impl Shard {
             self.stats.borrow_mut().http_connections += 1;
             let me = self.clone();
             monoio::spawn(async move {
-                let up = http::serve_upgradable(stream, &*me, me.shared.server.limits).await;
+                let up = match me.shared.server.tls.clone() {
+                    None => http::serve_upgradable(stream, &*me, me.shared.server.limits).await,
+                    Some(tls) => {
+                        let acceptor = monoio_rustls::TlsAcceptor::from(tls.config);
+                        // A client that never finishes its handshake loses its slot.
+                        match monoio::time::timeout(tls.handshake_timeout, acceptor.accept(stream))
+                            .await
+                        {
+                            // wss is not served yet: the WebSocket session needs a splittable
+                            // plain TCP stream, so an upgraded TLS connection is closed.
+                            Ok(Ok(s)) => {
+                                http::serve(s, &*me, me.shared.server.limits).await;
+                                None
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(shard = me.id, error = %e, "TLS handshake failed");
+                                me.stats.borrow_mut().reject(HttpReject::TlsHandshake);
+                                None
+                            }
+                            Err(_) => {
+                                me.stats.borrow_mut().reject(HttpReject::TlsHandshake);
+                                None
+                            }
+                        }
+                    }
+                };
                 me.stats.borrow_mut().http_connections -= 1;
                 match up {
                     // Only /ws answers 101; the session runs as its own (smaller) task and
@@ -603,6 +644,13 @@ impl Shard {
                         let _ = reply.send(self.snapshot());
                     }
                     ShardMsg::ReplaceConfig(specs) => self.replace_config(specs),
+                    ShardMsg::Api(op, reply) => {
+                        // Writes await the writer thread; a task keeps the mesh loop moving.
+                        let me = self.clone();
+                        monoio::spawn(async move {
+                            let _ = reply.send(crate::api::services::apply(&*me, op).await);
+                        });
+                    }
                     ShardMsg::Shutdown => {
                         self.drain().await;
                         return;
@@ -659,13 +707,21 @@ impl http::Handler for Shard {
     async fn handle(&self, req: Request) -> Response {
         match (req.method.as_str(), req.path.as_str()) {
             ("GET", "/metrics") => {
+                // /metrics needs a read token when auth is on: it reveals fleet size and health.
+                if let Err(e) = self.shared.auth.check(&req, crate::auth::Scope::Read) {
+                    return e.response();
+                }
                 let mut r = Response::text(200, self.metrics().await);
                 r.content_type = "text/plain; version=0.0.4; charset=utf-8";
                 r
             }
             ("GET", "/healthz") => Response::text(200, "ok\n"),
             (_, "/ws") => match ws::handshake::accept(&req) {
-                Ok(switch) => switch,
+                // A valid upgrade still needs a read token when auth is on (header or ?token=).
+                Ok(switch) => match self.shared.auth.check(&req, crate::auth::Scope::Read) {
+                    Ok(()) => switch,
+                    Err(e) => e.response(),
+                },
                 Err(bad) => bad,
             },
             ("GET", "/readyz") => {
@@ -681,6 +737,11 @@ impl http::Handler for Shard {
                 Response::error(405, "method_not_allowed", "only GET is allowed here")
                     .with_header("Allow", "GET")
             }
+            (_, p) if p.starts_with("/api/") => {
+                let r = crate::api::handle(self, &req).await;
+                self.stats.borrow_mut().api_response(r.status);
+                r
+            }
             _ => Response::error(404, "not_found", &format!("no route for {}", req.path)),
         }
     }
@@ -691,6 +752,53 @@ impl http::Handler for Shard {
 
     fn on_reject(&self, why: HttpReject) {
         self.stats.borrow_mut().reject(why);
+    }
+}
+
+impl crate::api::Host for Shard {
+    fn shard_id(&self) -> usize {
+        self.id
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn api_local(&self) -> &crate::api::Local {
+        &self.api
+    }
+
+    fn view(&self, id: ServiceId) -> Option<crate::api::ServiceView> {
+        self.services.borrow().get(&id).map(slot_view)
+    }
+
+    fn views(
+        &self,
+        keep: &dyn Fn(&crate::api::ServiceView) -> bool,
+    ) -> Vec<crate::api::ServiceView> {
+        self.services
+            .borrow()
+            .values()
+            .map(slot_view)
+            .filter(|v| keep(v))
+            .collect()
+    }
+
+    fn put(&self, spec: Arc<ServiceSpec>) {
+        self.upsert(spec);
+    }
+
+    fn remove(&self, id: ServiceId) -> bool {
+        // Heap entries of a removed slot are skipped when they surface (no slot, no probe).
+        self.services.borrow_mut().remove(&id).is_some()
+    }
+}
+
+fn slot_view(slot: &Slot) -> crate::api::ServiceView {
+    crate::api::ServiceView {
+        spec: slot.spec.clone(),
+        status: slot.health.status,
+        since: slot.health.since,
     }
 }
 

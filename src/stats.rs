@@ -48,15 +48,18 @@ pub enum HttpReject {
     BodyTooLarge,
     /// Unparseable request.
     Malformed,
+    /// TLS handshake failed or timed out.
+    TlsHandshake,
 }
 
 impl HttpReject {
-    const ALL: [HttpReject; 5] = [
+    const ALL: [HttpReject; 6] = [
         HttpReject::ConnectionLimit,
         HttpReject::HeaderTooLarge,
         HttpReject::HeaderTimeout,
         HttpReject::BodyTooLarge,
         HttpReject::Malformed,
+        HttpReject::TlsHandshake,
     ];
 
     fn as_str(self) -> &'static str {
@@ -66,6 +69,7 @@ impl HttpReject {
             HttpReject::HeaderTimeout => "header_timeout",
             HttpReject::BodyTooLarge => "body_too_large",
             HttpReject::Malformed => "malformed",
+            HttpReject::TlsHandshake => "tls_handshake",
         }
     }
 }
@@ -101,6 +105,24 @@ pub struct ShardStats {
     pub events_received: u64,
     /// WebSocket stream counters (filled in from the shard's hub at snapshot time).
     pub ws: crate::ws::WsStats,
+    /// REST API responses by class, indexed like `API_CLASSES` (5xx = a bound was hit:
+    /// read pool, writer queue or mesh ring full, or a shard too slow).
+    pub api_responses: [u64; API_CLASSES.len()],
+}
+
+/// Status classes of `ringwatch_api_responses_total`.
+pub const API_CLASSES: [&str; 3] = ["2xx", "4xx", "5xx"];
+
+impl ShardStats {
+    /// Counts one REST API response by its status class.
+    pub fn api_response(&mut self, status: u16) {
+        let i = match status {
+            500.. => 2,
+            400..=499 => 1,
+            _ => 0,
+        };
+        self.api_responses[i] += 1;
+    }
 }
 
 impl Default for ShardStats {
@@ -120,6 +142,7 @@ impl Default for ShardStats {
             mesh_received: 0,
             events_received: 0,
             ws: crate::ws::WsStats::default(),
+            api_responses: [0; API_CLASSES.len()],
         }
     }
 }
@@ -301,6 +324,9 @@ pub fn render(snaps: &[StatsSnapshot], global: &GlobalStats) -> String {
         merged.mesh_received += st.mesh_received;
         merged.events_received += st.events_received;
         merged.ws.merge(&st.ws);
+        for (a, b) in merged.api_responses.iter_mut().zip(st.api_responses) {
+            *a += b;
+        }
         for (a, b) in services.iter_mut().zip(s.services) {
             *a += b;
         }
@@ -546,6 +572,14 @@ pub fn render(snaps: &[StatsSnapshot], global: &GlobalStats) -> String {
         "Events delivered to shards for local fan-out.",
         merged.events_received as f64,
     );
+    w.header(
+        "ringwatch_api_responses_total",
+        "counter",
+        "REST API responses by status class (5xx: a queue or pool bound was hit).",
+    );
+    for (c, v) in API_CLASSES.iter().zip(merged.api_responses) {
+        w.sample("ringwatch_api_responses_total", &[("class", c)], v as f64);
+    }
     render_ws(&mut w, &merged.ws);
     w.out
 }

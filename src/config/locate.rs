@@ -145,6 +145,7 @@ fn locate(text: &str, loc: &Location) -> Option<Hits> {
         with_snippet: false,
         // Keep duplicates (the visitor collects every entry) so the repeated key has a position.
         duplicate_keys: DuplicateKeyPolicy::LastWins,
+        budget: Some(super::yaml_budget()),
         ..Options::default()
     };
     let root: Spanned<Node> = serde_saphyr::from_str_with_options(text, opts).ok()?;

@@ -4,6 +4,7 @@
 //! `ringwatch check` and `ringwatch run` can refuse a bad file with one readable line.
 
 mod duration;
+mod json;
 mod locate;
 mod raw;
 mod url;
@@ -14,8 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::{format_duration, parse_duration};
+pub use json::{api_service, type_name, JsonError, SERVICE_FIELDS};
 pub use url::parse_url;
 pub use validate::parse_status_ranges;
+pub use validate::ServiceDefaults;
 
 use crate::dns::ResolverConfig;
 use crate::model::ServiceSpec;
@@ -97,8 +100,78 @@ pub struct ServerConfig {
     pub resolver: ResolverConfig,
     /// How long shutdown waits for in-flight probes.
     pub shutdown_grace: Duration,
+    /// `server.tls`: when set, every connection is TLS (https, wss).
+    pub tls: Option<ServerTls>,
     /// WebSocket stream settings (`server.ws`).
     pub ws: WsConfig,
+}
+
+/// `server.tls`, loaded: the rustls config built from the PEM files.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// Certificate chain and key, ring provider, ALPN http/1.1.
+    pub config: std::sync::Arc<rustls::ServerConfig>,
+    /// A handshake not finished within this is dropped (a stalled client holds no slot).
+    pub handshake_timeout: Duration,
+}
+
+/// One configured bearer token.
+#[derive(Clone)]
+pub struct TokenConfig {
+    /// The secret (never logged: `Debug` hides it).
+    pub token: String,
+    /// What it may do.
+    pub scope: crate::auth::Scope,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("token", &"***")
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// `auth.jwt`: HS256 tokens signed with a secret from the environment.
+#[derive(Clone)]
+pub struct JwtConfig {
+    /// HMAC secret (never logged).
+    pub secret: Vec<u8>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud` (string or one of an array), when set.
+    pub audience: Option<String>,
+    /// Scope of a token without a `scope` claim.
+    pub default_scope: crate::auth::Scope,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("secret", &"***")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+/// The `auth` section.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Static bearer tokens.
+    pub tokens: Vec<TokenConfig>,
+    /// JWT HS256 settings.
+    pub jwt: Option<JwtConfig>,
+    /// Serve without auth even on a non-loopback address.
+    pub allow_unauthenticated: bool,
+}
+
+impl AuthConfig {
+    /// True when requests must carry a token.
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty() || self.jwt.is_some()
+    }
 }
 
 /// Limits and timers of the WebSocket stream (`server.ws`).
@@ -203,6 +276,10 @@ pub struct Config {
     pub log: LogConfig,
     /// Config-defined services, validated, names unique.
     pub services: Vec<ServiceSpec>,
+    /// `auth` section.
+    pub auth: AuthConfig,
+    /// Effective `defaults`, applied to services created over the API too.
+    pub defaults: std::sync::Arc<ServiceDefaults>,
 }
 
 impl Config {
@@ -224,11 +301,25 @@ impl Config {
         let opts = serde_saphyr::Options {
             // We render our own one-line messages with the key path; snippets would be noise.
             with_snippet: false,
+            budget: Some(yaml_budget()),
             ..serde_saphyr::Options::default()
         };
         let raw: raw::RawConfig = serde_saphyr::from_str_with_options(text, opts)
             .map_err(|e| locate::yaml_error(text, &e))?;
         validate::validate(raw, base)
+    }
+}
+
+/// Parser limits sized for large fleets: the library default (250,000 nodes) stops near
+/// 25,000 services, while a host may monitor 1,000,000. The alias limits, which guard against
+/// "billion laughs" files, stay at their defaults.
+pub(crate) fn yaml_budget() -> serde_saphyr::Budget {
+    serde_saphyr::Budget {
+        max_reader_input_bytes: Some(1024 * 1024 * 1024),
+        max_events: 100_000_000,
+        max_nodes: 50_000_000,
+        max_total_scalar_bytes: 1024 * 1024 * 1024,
+        ..serde_saphyr::Budget::default()
     }
 }
 

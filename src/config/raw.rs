@@ -13,6 +13,7 @@ pub(super) struct RawConfig {
     pub(super) log: Option<RawLog>,
     pub(super) defaults: Option<RawDefaults>,
     pub(super) services: Option<Vec<RawService>>,
+    pub(super) auth: Option<RawAuth>,
 }
 
 /// `server`.
@@ -28,6 +29,44 @@ pub(super) struct RawServer {
     pub(super) probe: Option<RawProbe>,
     pub(super) resolver: Option<RawResolver>,
     pub(super) ws: Option<RawWs>,
+    pub(super) tls: Option<RawServerTls>,
+}
+
+/// `server.tls`: serve https with these PEM files.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServerTls {
+    pub(super) cert: Option<String>,
+    pub(super) key: Option<String>,
+    pub(super) handshake_timeout: Option<String>,
+}
+
+/// `auth`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub(super) tokens: Option<Vec<RawToken>>,
+    pub(super) jwt: Option<RawJwt>,
+    pub(super) allow_unauthenticated: Option<bool>,
+}
+
+/// `auth.tokens[i]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawToken {
+    pub(super) token: Option<String>,
+    pub(super) token_env: Option<String>,
+    pub(super) scope: Option<String>,
+}
+
+/// `auth.jwt`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJwt {
+    pub(super) secret_env: Option<String>,
+    pub(super) issuer: Option<String>,
+    pub(super) audience: Option<String>,
+    pub(super) scope: Option<String>,
 }
 
 /// `server.limits`.
@@ -49,6 +88,7 @@ pub(super) struct RawProbe {
     pub(super) max_idle_per_target: Option<u64>,
     pub(super) max_idle_total: Option<u64>,
     pub(super) idle_timeout: Option<String>,
+    pub(super) max_inflight: Option<u64>,
 }
 
 /// `server.ws`.
@@ -121,7 +161,7 @@ pub(super) struct RawTimeouts {
 }
 
 /// One entry of `services`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawService {
     pub(super) name: String,

@@ -45,8 +45,8 @@ fn empty_file_gets_every_default() {
             }
         );
         assert_eq!(c.storage.queue_capacity, 65_536);
-        assert_eq!(c.storage.batch_size, 1024);
-        assert_eq!(c.storage.flush_interval, Duration::from_millis(100));
+        assert_eq!(c.storage.batch_size, 16_384);
+        assert_eq!(c.storage.flush_interval, Duration::from_secs(1));
         assert_eq!(c.storage.retention, None);
         assert_eq!(c.log.level, "info");
         assert_eq!(c.log.format, LogFormat::Text);
@@ -738,4 +738,109 @@ fn scalars_are_coerced_where_text_is_expected() {
     assert_eq!(s.headers, vec![("X-Num".to_string(), "5".to_string())]);
     assert_eq!(s.tags, vec!["1", "2"]);
     assert!(s.paused);
+}
+
+#[test]
+fn auth_section_is_validated_with_its_keys() {
+    let c = parse("auth:\n  tokens:\n    - {token: abcdefghijklmnop, scope: write}\n").unwrap();
+    assert!(c.auth.enabled());
+    assert_eq!(c.auth.tokens[0].scope, crate::auth::Scope::Write);
+    assert!(
+        !format!("{:?}", c.auth).contains("abcdefghijklmnop"),
+        "Debug hides tokens"
+    );
+    fails(
+        "auth:\n  tokens:\n    - {token: short}\n",
+        "auth.tokens[0].token",
+        "16",
+    );
+    fails(
+        "auth:\n  tokens:\n    - {token: abcdefghijklmnop, scope: admin}\n",
+        "auth.tokens[0].scope",
+        "read or write",
+    );
+    fails(
+        "auth:\n  tokens:\n    - {token_env: RINGWATCH_TEST_SURELY_UNSET}\n",
+        "auth.tokens[0].token_env",
+        "RINGWATCH_TEST_SURELY_UNSET",
+    );
+    fails(
+        "auth:\n  tokens:\n    - {scope: read}\n",
+        "auth.tokens[0].token",
+        "required",
+    );
+    fails("auth:\n  jwt: {}\n", "auth.jwt.secret_env", "required");
+    fails("auth:\n  bogus: 1\n", "auth", "bogus");
+    // Non-loopback without auth: refused unless explicitly allowed.
+    fails(
+        "server:\n  listen: 0.0.0.0:8080\n",
+        "auth",
+        "allow_unauthenticated",
+    );
+    fails("server:\n  listen: \"[::]:8080\"\n", "auth", "loopback");
+    assert!(
+        parse("server:\n  listen: 0.0.0.0:8080\nauth:\n  allow_unauthenticated: true\n").is_ok()
+    );
+    assert!(parse("server:\n  listen: \"[::1]:8080\"\n").is_ok());
+}
+
+#[test]
+fn server_tls_needs_readable_matching_pem_files() {
+    fails(
+        "server:\n  tls: {key: k.pem}\n",
+        "server.tls.cert",
+        "required",
+    );
+    fails(
+        "server:\n  tls: {cert: c.pem}\n",
+        "server.tls.key",
+        "required",
+    );
+    fails(
+        "server:\n  tls: {cert: /nonexistent/c.pem, key: /nonexistent/k.pem}\n",
+        "server.tls.cert",
+        "cannot read",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.path().join("c.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("k.pem"), cert.key_pair.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+    let yaml = |c: &str, k: &str| format!("server:\n  tls: {{cert: {c}, key: {k}}}\n");
+    let ok = Config::parse(&yaml("c.pem", "k.pem"), dir.path()).unwrap();
+    let tls = ok.server.tls.expect("tls");
+    assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(tls.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    let e = Config::parse(&yaml("empty.pem", "k.pem"), dir.path()).unwrap_err();
+    assert_eq!(e.key, "server.tls.cert");
+    let e = Config::parse(&yaml("c.pem", "empty.pem"), dir.path()).unwrap_err();
+    assert_eq!(e.key, "server.tls.key");
+}
+
+#[test]
+fn api_service_json_uses_the_same_rules_and_defaults() {
+    let c = parse("defaults:\n  interval: 10s\n  timeout: 2s\n").unwrap();
+    let v = serde_json::json!({"name": "a", "url": "http://127.0.0.1:1/"});
+    let spec = api_service(&v, &c.defaults).unwrap();
+    assert_eq!(spec.interval, Duration::from_secs(10));
+    assert_eq!(spec.source, crate::model::Source::Api);
+    let bad = serde_json::json!({"name": "a", "url": "http://127.0.0.1:1/", "interval": "1s"});
+    let e = api_service(&bad, &c.defaults).unwrap_err();
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        ("invalid_value", Some("interval"))
+    );
+}
+
+#[test]
+fn large_fleets_fit_the_parser_budget() {
+    // The YAML library's default budget stops near 25,000 services; a host may run 100,000+.
+    let mut text = String::from("services:\n");
+    for i in 0..30_000 {
+        text.push_str(&format!(
+            "  - {{name: s{i}, url: \"http://127.0.0.1:9/{i}\", interval: 60s}}\n"
+        ));
+    }
+    let cfg = Config::parse(&text, Path::new(".")).expect("30k services parse");
+    assert_eq!(cfg.services.len(), 30_000);
 }

@@ -16,9 +16,10 @@ use super::duration::{format_duration, parse_duration};
 use super::raw::{RawConfig, RawDefaults, RawService, RawTimeouts};
 use super::url::parse_url;
 use super::{
-    Config, ConfigError, DriverChoice, HttpLimits, LogConfig, LogFormat, ServerConfig,
-    StorageConfig, StorageKind,
+    AuthConfig, Config, ConfigError, DriverChoice, HttpLimits, JwtConfig, LogConfig, LogFormat,
+    ServerConfig, ServerTls, StorageConfig, StorageKind, TokenConfig,
 };
+use crate::auth::Scope;
 use crate::dns::ResolverConfig;
 use crate::model::{
     Expect, Method, PhaseTimeouts, Scheme, ServiceId, ServiceSpec, Source, StatusRanges,
@@ -89,7 +90,7 @@ fn int(key: &str, v: Option<u64>, default: u64, lo: u64, hi: u64) -> Result<usiz
 
 /// Validates the whole file; `base` is the directory relative paths resolve against.
 pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
-    let server = server(&raw)?;
+    let server = server(&raw, base)?;
     let storage = storage(&raw, base)?;
     let log = log(&raw)?;
     let defaults = Defaults::from_raw(raw.defaults.as_ref())?;
@@ -97,7 +98,13 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut tls_cache = TlsCache::new();
     for (i, s) in raw.services.unwrap_or_default().into_iter().enumerate() {
-        let spec = service(i, s, &defaults, base, &mut tls_cache)?;
+        let spec = service(
+            &format!("services[{i}]."),
+            s,
+            &defaults,
+            base,
+            &mut tls_cache,
+        )?;
         if let Some(first) = seen.insert(spec.name.clone(), i) {
             return err(
                 format!("services[{i}].name"),
@@ -106,15 +113,165 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         }
         services.push(spec);
     }
+    let auth = auth(raw.auth.as_ref(), &server)?;
     Ok(Config {
         server,
         storage,
         log,
         services,
+        auth,
+        defaults: Arc::new(defaults),
     })
 }
 
-fn server(raw: &RawConfig) -> Result<ServerConfig> {
+/// Scope names as written in the file.
+fn scope(key: &str, v: Option<&str>, default: Scope) -> Result<Scope> {
+    match v.map(str::trim) {
+        None => Ok(default),
+        Some("read") => Ok(Scope::Read),
+        Some("write") => Ok(Scope::Write),
+        Some(other) => err(
+            key,
+            format!("unknown scope \"{other}\" (expected read or write)"),
+        ),
+    }
+}
+
+/// Reads a secret from the environment variable named at `key`.
+fn env_secret(key: &str, name: &str) -> Result<String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        // The message names the variable, never its value.
+        _ => err(
+            key,
+            format!("environment variable {name} is not set or empty"),
+        ),
+    }
+}
+
+/// The `auth` section; refuses a non-loopback listener without auth unless explicitly allowed.
+fn auth(a: Option<&super::raw::RawAuth>, server: &ServerConfig) -> Result<AuthConfig> {
+    let default = super::raw::RawAuth::default();
+    let a = a.unwrap_or(&default);
+    let mut tokens = Vec::new();
+    for (i, t) in a.tokens.iter().flatten().enumerate() {
+        let k = |f: &str| format!("auth.tokens[{i}].{f}");
+        let token = match (&t.token, &t.token_env) {
+            (Some(_), Some(_)) => return err(k("token"), "set token or token_env, not both"),
+            (Some(v), None) => v.clone(),
+            (None, Some(name)) => env_secret(&k("token_env"), name)?,
+            (None, None) => return err(k("token"), "required (or token_env)"),
+        };
+        // Short tokens are guessable; 16 characters is the floor for a bearer secret.
+        if token.len() < 16 || token.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+            return err(
+                k("token"),
+                "must be at least 16 printable characters without spaces",
+            );
+        }
+        let scope = scope(&k("scope"), t.scope.as_deref(), Scope::Read)?;
+        tokens.push(TokenConfig { token, scope });
+    }
+    let jwt = match &a.jwt {
+        None => None,
+        Some(j) => {
+            let Some(name) = j.secret_env.as_deref() else {
+                return err(
+                    "auth.jwt.secret_env",
+                    "required: the variable holding the HS256 secret",
+                );
+            };
+            let secret = env_secret("auth.jwt.secret_env", name)?;
+            if secret.len() < 32 {
+                return err(
+                    "auth.jwt.secret_env",
+                    format!("the secret in {name} must be at least 32 bytes for HS256"),
+                );
+            }
+            Some(JwtConfig {
+                secret: secret.into_bytes(),
+                issuer: j.issuer.clone(),
+                audience: j.audience.clone(),
+                default_scope: scope("auth.jwt.scope", j.scope.as_deref(), Scope::Read)?,
+            })
+        }
+    };
+    let cfg = AuthConfig {
+        tokens,
+        jwt,
+        allow_unauthenticated: a.allow_unauthenticated.unwrap_or(false),
+    };
+    if !cfg.enabled() && !cfg.allow_unauthenticated && !server.listen.ip().is_loopback() {
+        return err(
+            "auth",
+            format!(
+                "server.listen {} is not a loopback address and auth is off: add auth.tokens or \
+                 auth.jwt, or set auth.allow_unauthenticated: true",
+                server.listen
+            ),
+        );
+    }
+    Ok(cfg)
+}
+
+/// `server.tls`: loads the PEM chain and key into a rustls server config (ring provider).
+fn server_tls(t: &super::raw::RawServerTls, base: &Path) -> Result<ServerTls> {
+    let Some(cert) = t.cert.as_deref() else {
+        return err("server.tls.cert", "required: PEM certificate chain file");
+    };
+    let Some(key) = t.key.as_deref() else {
+        return err("server.tls.key", "required: PEM private key file");
+    };
+    let (cert, key) = (resolve(base, cert.trim()), resolve(base, key.trim()));
+    let read = |k: &str, p: &Path| -> Result<Vec<u8>> {
+        std::fs::read(p).or_else(|e| err(k, format!("cannot read {}: {e}", p.display())))
+    };
+    let cert_pem = read("server.tls.cert", &cert)?;
+    let key_pem = read("server.tls.key", &key)?;
+    let chain: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<std::result::Result<_, _>>()
+        .or_else(|e| err("server.tls.cert", format!("invalid PEM: {e}")))?;
+    if chain.is_empty() {
+        return err(
+            "server.tls.cert",
+            format!("no certificate in {}", cert.display()),
+        );
+    }
+    let key_der = match rustls_pemfile::private_key(&mut &key_pem[..]) {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            return err(
+                "server.tls.key",
+                format!("no private key in {}", key.display()),
+            )
+        }
+        Err(e) => return err("server.tls.key", format!("invalid PEM: {e}")),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .or_else(|e| err("server.tls", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .or_else(|e| {
+            err(
+                "server.tls.key",
+                format!("does not match the certificate: {e}"),
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let handshake_timeout = positive(
+        "server.tls.handshake_timeout",
+        &t.handshake_timeout,
+        Duration::from_secs(10),
+    )?;
+    Ok(ServerTls {
+        config: Arc::new(config),
+        handshake_timeout,
+    })
+}
+
+fn server(raw: &RawConfig, base: &Path) -> Result<ServerConfig> {
     let default = super::raw::RawServer::default();
     let s = raw.server.as_ref().unwrap_or(&default);
     let listen_text = s.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
@@ -216,6 +373,13 @@ fn server(raw: &RawConfig) -> Result<ServerConfig> {
             &p.and_then(|p| p.idle_timeout.clone()),
             d.idle_timeout,
         )?,
+        max_inflight: int(
+            "server.probe.max_inflight",
+            p.and_then(|p| p.max_inflight),
+            d.max_inflight as u64,
+            1,
+            1_000_000,
+        )?,
     };
 
     let d = ResolverConfig::default();
@@ -239,6 +403,10 @@ fn server(raw: &RawConfig) -> Result<ServerConfig> {
     };
 
     let ws = ws(s.ws.as_ref())?;
+    let tls = match &s.tls {
+        Some(t) => Some(server_tls(t, base)?),
+        None => None,
+    };
 
     Ok(ServerConfig {
         listen,
@@ -250,6 +418,7 @@ fn server(raw: &RawConfig) -> Result<ServerConfig> {
         resolver,
         shutdown_grace,
         ws,
+        tls,
     })
 }
 
@@ -384,7 +553,8 @@ fn storage(raw: &RawConfig, base: &Path) -> Result<StorageConfig> {
         1,
         100_000_000,
     )?;
-    let batch_size = int("storage.batch_size", s.batch_size, 1024, 1, 1_000_000)?;
+    // Large batches are much cheaper per row (each touched page is written once per commit).
+    let batch_size = int("storage.batch_size", s.batch_size, 16_384, 1, 1_000_000)?;
     if batch_size > queue_capacity {
         return err(
             "storage.batch_size",
@@ -394,7 +564,7 @@ fn storage(raw: &RawConfig, base: &Path) -> Result<StorageConfig> {
     let flush_interval = duration(
         "storage.flush_interval",
         &s.flush_interval,
-        Duration::from_millis(100),
+        Duration::from_secs(1),
     )?;
     dur_range(
         "storage.flush_interval",
@@ -464,8 +634,9 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// Effective `defaults` section after validation.
-struct Defaults {
+/// Effective `defaults` section after validation; services from the API inherit it too.
+#[derive(Debug, Clone)]
+pub struct ServiceDefaults {
     interval: Duration,
     timeout: Duration,
     jitter: f64,
@@ -474,6 +645,15 @@ struct Defaults {
     max_body_bytes: usize,
     method: Method,
     timeouts: RawTimeouts,
+}
+
+type Defaults = ServiceDefaults;
+
+impl Default for ServiceDefaults {
+    fn default() -> Self {
+        // An absent `defaults` section always validates.
+        Defaults::from_raw(None).unwrap_or_else(|_| unreachable!("built-in defaults are valid"))
+    }
 }
 
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -620,16 +800,18 @@ fn is_tchar(b: u8) -> bool {
 
 /// TLS configs already built in this parse, by (CA file, insecure): thousands of https services
 /// usually share one, and each build copies the whole root store.
-type TlsCache = HashMap<(Option<PathBuf>, bool), Arc<rustls::ClientConfig>>;
+pub(super) type TlsCache = HashMap<(Option<PathBuf>, bool), Arc<rustls::ClientConfig>>;
 
-fn service(
-    i: usize,
+/// Validates one service; `prefix` starts every key (`services[3].` in the file, empty for an
+/// API body).
+pub(super) fn service(
+    prefix: &str,
     s: RawService,
     d: &Defaults,
     base: &Path,
     tls_cache: &mut TlsCache,
 ) -> Result<ServiceSpec> {
-    let k = |field: &str| format!("services[{i}].{field}");
+    let k = |field: &str| format!("{prefix}{field}");
 
     let name = s.name.trim().to_string();
     if name.is_empty() || name.len() > 128 {

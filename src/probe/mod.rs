@@ -29,8 +29,8 @@ pub mod http1;
 pub mod pool;
 pub mod tls;
 
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -148,6 +148,8 @@ pub struct ProbeLimits {
     pub max_idle_total: usize,
     /// An idle connection older than this is closed instead of reused.
     pub idle_timeout: Duration,
+    /// Probes a shard runs at once; beyond it due probes wait (and their lag shows it).
+    pub max_inflight: usize,
 }
 
 impl Default for ProbeLimits {
@@ -157,6 +159,7 @@ impl Default for ProbeLimits {
             max_idle_per_target: 4,
             max_idle_total: 4096,
             idle_timeout: Duration::from_secs(30),
+            max_inflight: 4096,
         }
     }
 }
@@ -226,9 +229,11 @@ impl Conn {
             return Err(io::Error::other("read buffer full"));
         }
         let buf = std::mem::take(&mut self.rbuf).slice_mut(len..cap);
+        // The TLS futures are large and would swell every probe task, http ones included;
+        // boxing them costs one allocation per TLS read, small beside the decryption.
         let (res, buf) = match &mut self.io {
             Io::Plain(s) => s.read(buf).await,
-            Io::Tls(s) => s.read(buf).await,
+            Io::Tls(s) => Box::pin(s.read(buf)).await,
         };
         self.rbuf = buf.into_inner();
         res
@@ -238,7 +243,7 @@ impl Conn {
         let buf = std::mem::take(&mut self.wbuf);
         let (res, buf) = match &mut self.io {
             Io::Plain(s) => s.write_all(buf).await,
-            Io::Tls(s) => s.write_all(buf).await,
+            Io::Tls(s) => Box::pin(s.write_all(buf)).await,
         };
         self.wbuf = buf;
         res.map(|_| ())
@@ -317,7 +322,7 @@ impl Prober {
                 limits.max_idle_total,
                 limits.idle_timeout,
             )),
-            dns_cache: RefCell::new(HashMap::new()),
+            dns_cache: RefCell::new(HashMap::default()),
             opened: Cell::new(0),
             reused: Cell::new(0),
         }
@@ -394,8 +399,10 @@ impl Prober {
         let pooled = self.pool.borrow_mut().take(&key);
         let (mut conn, mut reused) = match pooled {
             Some(conn) => (conn, true),
+            // Dialling (and the TLS handshake future inside it) is boxed: it is the cold path,
+            // and inlined it would make every probe task several KB larger to spawn and move.
             None => (
-                self.open(spec, addr, tls_config, clock, report).await?,
+                Box::pin(self.open(spec, addr, tls_config, clock, report)).await?,
                 false,
             ),
         };
@@ -424,7 +431,7 @@ impl Prober {
                 // byte; that says nothing about the target, so try once on a fresh one.
                 Err(ProbeError::Connection(_)) if reused && progress.bytes == 0 => {
                     drop(conn);
-                    conn = self.open(spec, addr, tls_config, clock, report).await?;
+                    conn = Box::pin(self.open(spec, addr, tls_config, clock, report)).await?;
                     reused = false;
                 }
                 Err(e) => return Err(e),

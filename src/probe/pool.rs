@@ -3,7 +3,9 @@
 //! Single-threaded by design (one per shard, used through a `RefCell` that is never held across
 //! an `.await`). Generic over the connection type so the bookkeeping is testable without sockets.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -40,7 +42,7 @@ impl<C> Pool<C> {
     /// An empty pool with the given bounds.
     pub fn new(max_per_target: usize, max_total: usize, idle_timeout: Duration) -> Self {
         Pool {
-            idle: HashMap::new(),
+            idle: HashMap::default(),
             total: 0,
             max_per_target,
             max_total,

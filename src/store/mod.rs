@@ -8,12 +8,12 @@ pub mod reader;
 pub mod sqlite;
 mod writer;
 
-pub use writer::{StoreHandle, Writer};
+pub use writer::{RegistryHandle, RegistryWrite, StoreHandle, Writer};
 
 use std::sync::atomic::AtomicU64;
 
 use crate::config::{StorageConfig, StorageKind};
-use crate::model::{ProbeResult, ServiceSpec, Transition, UnixMillis};
+use crate::model::{ProbeResult, ServiceId, ServiceSpec, Transition, UnixMillis};
 
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,23 @@ pub trait Store: Send {
     /// is the complete current set of config-defined services: config-sourced rows missing
     /// from it are marked deleted (`deleted_at`); their results are kept.
     fn sync_services(&mut self, services: &[ServiceSpec]) -> Result<(), StoreError>;
+    /// Inserts or replaces the registry row of one API-defined service (`source = 'api'`).
+    /// Config rows are never touched by this; `sync_services` never marks API rows deleted.
+    fn upsert_api_service(&mut self, spec: &ServiceSpec) -> Result<(), StoreError> {
+        let _ = spec;
+        Err(StoreError::Io {
+            op: "upsert service",
+            reason: "not supported by this store".into(),
+        })
+    }
+    /// Marks an API-defined service deleted (`deleted_at`); its results stay.
+    fn delete_api_service(&mut self, id: ServiceId) -> Result<(), StoreError> {
+        let _ = id;
+        Err(StoreError::Io {
+            op: "delete service",
+            reason: "not supported by this store".into(),
+        })
+    }
     /// Retention: deletes at most about `max_rows` results and transitions older than `cutoff`
     /// (the newest transition is always kept, so `max_seq` survives). Call again with the same
     /// cutoff until `done`; a store keeps its place between calls. The default keeps everything.

@@ -139,6 +139,46 @@ pub struct Writer {
 enum Command {
     /// Run `Store::sync_services` with this set.
     Sync(Vec<ServiceSpec>, Sender<Result<(), StoreError>>),
+    /// A registry change made over the API; the reply is awaited on a shard.
+    Api(
+        RegistryWrite,
+        futures_channel::oneshot::Sender<Result<(), StoreError>>,
+    ),
+}
+
+/// A change to one API-defined service's registry row.
+#[derive(Debug, Clone)]
+pub enum RegistryWrite {
+    /// Insert or replace the row (`source = 'api'`).
+    Upsert(std::sync::Arc<ServiceSpec>),
+    /// Mark the row deleted; results stay.
+    Delete(crate::model::ServiceId),
+}
+
+/// Cloneable, `Send` handle for API registry writes; usable from a shard without blocking.
+#[derive(Clone)]
+pub struct RegistryHandle {
+    ctrl: Sender<Command>,
+}
+
+impl RegistryHandle {
+    /// Queues `w` for the writer thread and awaits its commit. A full control queue fails at
+    /// once (the caller answers 503) rather than block the shard.
+    pub async fn write(&self, w: RegistryWrite) -> Result<(), StoreError> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.ctrl
+            .try_send(Command::Api(w, tx))
+            .map_err(|_| StoreError::Io {
+                op: "registry write",
+                reason: "store writer busy or stopped; try again".into(),
+            })?;
+        rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Io {
+                op: "registry write",
+                reason: "store writer stopped".into(),
+            })
+        })
+    }
 }
 
 impl std::fmt::Debug for Writer {
@@ -169,7 +209,7 @@ impl Writer {
         let capacity = cfg.queue_capacity.max(1);
         let (tx, rx) = bounded(capacity);
         let (stop_tx, stop_rx) = bounded::<()>(0);
-        let (ctrl_tx, ctrl_rx) = bounded::<Command>(16);
+        let (ctrl_tx, ctrl_rx) = bounded::<Command>(256);
         let (ready_tx, ready_rx) = bounded::<Result<StoreInfo, StoreError>>(1);
         let counters = Arc::new(StoreCounters::default());
         let mut run = Run {
@@ -257,6 +297,13 @@ impl Writer {
         reply_rx
             .recv_timeout(timeout)
             .map_err(|_| busy(format!("no answer from the writer within {timeout:?}")))?
+    }
+
+    /// A handle shards use to persist API-defined services on the writer thread.
+    pub fn registry(&self) -> RegistryHandle {
+        RegistryHandle {
+            ctrl: self.ctrl.clone(),
+        }
     }
 
     /// Stops accepting, writes everything still queued, and joins the thread.
@@ -357,6 +404,16 @@ impl Run {
                     tracing::warn!(error = %e, "service registry sync failed");
                 }
                 // The caller may have timed out and gone; the sync happened regardless.
+                let _ = reply.send(r);
+            }
+            Command::Api(w, reply) => {
+                let r = match &w {
+                    RegistryWrite::Upsert(spec) => store.upsert_api_service(spec),
+                    RegistryWrite::Delete(id) => store.delete_api_service(*id),
+                };
+                if let Err(e) = &r {
+                    tracing::warn!(error = %e, "API registry write failed");
+                }
                 let _ = reply.send(r);
             }
         }

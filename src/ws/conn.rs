@@ -289,9 +289,7 @@ async fn prepare(
 
 /// Stored transitions with seq > `since`, in seq order, read on the store's reader threads.
 async fn load_since(shard: &Rc<Shard>, since: u64) -> Result<Vec<Transition>, String> {
-    let Some(pool) = shard.shared().reads.clone() else {
-        return Ok(Vec::new());
-    };
+    let pool = shard.shared().reader.clone();
     let max = shard.ws_hub().cfg.max_replay;
     let mut out: Vec<Transition> = Vec::new();
     let mut after = since;

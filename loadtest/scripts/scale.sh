@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Scale run: N services (default 100,000) at a 60 s interval on this machine's shards.
+# Reports p99 schedule lag from /metrics and RSS per service (RSS with N services minus RSS
+# with none, both after the first full interval). Targets: the local fleet on 127.0.0.1 only.
+# Usage: loadtest/scripts/scale.sh [SERVICES] [SECONDS_AFTER_FIRST_INTERVAL]
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+N=${1:-100000}
+EXTRA=${2:-60}
+INTERVAL=${INTERVAL:-60s}
+BIN=$ROOT/target/release
+PORT=18081
+WORK=$(mktemp -d /tmp/rw-scale.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ -x "$BIN/ringwatch" ] && [ -x "$BIN/ringwatch-loadtest" ] || (cd "$ROOT" && cargo build --release --workspace)
+
+"$BIN/ringwatch-loadtest" fleet --listen 127.0.0.1 --ports 21000-21099 >"$WORK/fleet.log" 2>&1 &
+PIDS+=($!)
+sleep 1
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+metric() { curl -s "http://127.0.0.1:$PORT/metrics" | awk -v s="$1" 'index($0, s" ") == 1 {print $2}'; }
+
+run() { # run SERVICES WAIT_SECONDS -> prints "rss_kib lag_p50 lag_p99 lag_p999 probes"
+  local n=$1 wait=$2 cfg="$WORK/rw-$1.yaml"
+  rm -f "$WORK"/rw-"$n".db*
+  "$BIN/ringwatch-loadtest" gen-config --services "$n" --ports 21000-21099 --path /ok \
+    --interval "$INTERVAL" --timeout 5s --listen 127.0.0.1:$PORT --db "$WORK/rw-$n.db" --shards 0 >"$cfg"
+  "$BIN/ringwatch" run --config "$cfg" >"$WORK/rw-$n.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.2; done
+  sleep "$wait"
+  echo "$(rss_kib "$pid") $(metric 'ringwatch_schedule_lag_seconds{quantile="0.5"}') \
+$(metric 'ringwatch_schedule_lag_seconds{quantile="0.99"}') $(metric 'ringwatch_schedule_lag_seconds{quantile="0.999"}') \
+$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^ringwatch_probes_total\{/ {s += $2} END {printf "%d", s}') \
+$(metric 'ringwatch_probes_total{outcome="ok"}')"
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+secs=${INTERVAL%s}
+read -r base_rss _ <<<"$(run 0 "$((secs + 5))")"
+read -r rss p50 p99 p999 probes ok <<<"$(run "$N" "$((secs + EXTRA))")"
+per=$(awk -v a="$rss" -v b="$base_rss" -v n="$N" 'BEGIN {printf "%.0f", (a - b) * 1024 / n}')
+echo "services=$N interval=$INTERVAL shards=$(nproc) probes=$probes ok=$ok"
+echo "schedule lag: p50=${p50}s p99=${p99}s p999=${p999}s"
+echo "rss: ${base_rss} KiB with 0 services, ${rss} KiB with $N -> ${per} bytes per service"

@@ -1,0 +1,244 @@
+//! History routes: results and transitions, read on the store's blocking pool.
+//!
+//! Every page is a keyset page on an index (`results` primary key `(service_id,
+//! scheduled_at)`, `transitions` primary key `seq` and `(service_id, seq)`), so the first page
+//! costs the same over a thousand rows or a million, and appends never shift a later page.
+
+use serde_json::{json, Value};
+
+use super::{check_params, cursor, limit_param, param, ApiError, Host};
+use crate::event::Event;
+use crate::http::Response;
+use crate::model::{ProbeResult, ServiceId, Transition, UnixMillis};
+use crate::store::reader::ReadError;
+
+fn read_failed(e: ReadError) -> ApiError {
+    match e {
+        ReadError::Busy => ApiError::new(503, "busy", e.to_string()),
+        _ => ApiError::new(503, "store_unavailable", e.to_string()),
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+/// One result as JSON.
+pub fn result_json(r: &ProbeResult) -> Value {
+    json!({
+        "service_id": r.service_id.to_string(),
+        "scheduled_at": r.scheduled_at.to_rfc3339(),
+        "started_at": r.started_at.to_rfc3339(),
+        "ok": r.ok(),
+        "latency_ms": ms(r.timings.total),
+        "connect_ms": ms(r.timings.connect),
+        "tls_ms": ms(r.timings.tls),
+        "first_byte_ms": ms(r.timings.first_byte),
+        "status_code": r.status_code,
+        "bytes": r.bytes,
+        "error_kind": r.error_kind.map(|k| k.as_str()),
+        "error": r.error,
+    })
+}
+
+/// One transition as JSON: the WebSocket `transition` event, byte for byte.
+pub fn transition_json(t: &Transition) -> Value {
+    serde_json::from_slice(&Event::transition(t).json).unwrap_or(Value::Null)
+}
+
+/// Parses a time bound: unix milliseconds or RFC 3339 (`2026-11-22T15:51:45.123Z`).
+pub fn parse_time(field: &str, v: &str) -> Result<UnixMillis, ApiError> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(UnixMillis(ms));
+    }
+    parse_rfc3339(v).map(UnixMillis).ok_or_else(|| {
+        ApiError::field(
+            "invalid_value",
+            field,
+            format!("\"{v}\" is not unix milliseconds or an RFC 3339 UTC time"),
+        )
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` (or `+00:00`) to unix ms.
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.split('-');
+    let (y, m, dd): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let (hms, frac) = match time.split_once('.') {
+        Some((a, f)) => (a, f),
+        None => (time, "0"),
+    };
+    let mut t = hms.split(':');
+    let (h, mi, se): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let millis: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    // Days from civil (Howard Hinnant).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + se) * 1000 + millis)
+}
+
+/// `GET /services/{id}/results?from&to&limit&cursor`: newest first.
+pub async fn results<H: Host>(
+    host: &H,
+    id: ServiceId,
+    pairs: &[(String, String)],
+) -> Result<Response, ApiError> {
+    check_params(pairs, &["from", "to", "limit", "cursor"])?;
+    let limit = limit_param(pairs)?;
+    let from = param(pairs, "from")
+        .map(|v| parse_time("from", v))
+        .transpose()?;
+    let mut to = param(pairs, "to")
+        .map(|v| parse_time("to", v))
+        .transpose()?;
+    if let Some(c) = param(pairs, "cursor").filter(|c| !c.is_empty()) {
+        let at = cursor::decode('r', c).ok_or_else(|| {
+            ApiError::field("invalid_value", "cursor", "not a cursor from this list")
+        })?;
+        // The cursor is the last item's scheduled_at; the next page is strictly older.
+        to = Some(UnixMillis(to.map_or(at, |t| t.0.min(at))));
+    }
+    let page = host
+        .shared()
+        .reader
+        .read(move |s| {
+            if s.service(id)?.is_none() {
+                return Ok(None);
+            }
+            s.results_range(id, from, to, limit + 1).map(Some)
+        })
+        .await
+        .map_err(read_failed)?
+        .ok_or_else(|| ApiError::new(404, "not_found", format!("no service with id {id}")))?;
+    let more = page.len() > limit;
+    let items: Vec<Value> = page.iter().take(limit).map(result_json).collect();
+    let next = more
+        .then(|| {
+            page.get(limit - 1)
+                .map(|r| cursor::encode('r', r.scheduled_at.0))
+        })
+        .flatten();
+    Ok(Response::json(
+        200,
+        json!({"items": items, "next_cursor": next}).to_string(),
+    ))
+}
+
+/// `GET /services/{id}/transitions?limit&cursor`: newest first.
+pub async fn service_transitions<H: Host>(
+    host: &H,
+    id: ServiceId,
+    pairs: &[(String, String)],
+) -> Result<Response, ApiError> {
+    check_params(pairs, &["limit", "cursor"])?;
+    let limit = limit_param(pairs)?;
+    let before = match param(pairs, "cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(
+            cursor::decode('t', c)
+                .filter(|v| *v >= 0)
+                .map(|v| v as u64)
+                .ok_or_else(|| {
+                    ApiError::field("invalid_value", "cursor", "not a cursor from this list")
+                })?,
+        ),
+    };
+    let page = host
+        .shared()
+        .reader
+        .read(move |s| {
+            if s.service(id)?.is_none() {
+                return Ok(None);
+            }
+            s.transitions_for(id, before, limit + 1).map(Some)
+        })
+        .await
+        .map_err(read_failed)?
+        .ok_or_else(|| ApiError::new(404, "not_found", format!("no service with id {id}")))?;
+    let more = page.len() > limit;
+    let items: Vec<Value> = page.iter().take(limit).map(transition_json).collect();
+    let next = more
+        .then(|| {
+            page.get(limit - 1)
+                .map(|t| cursor::encode('t', t.seq as i64))
+        })
+        .flatten();
+    Ok(Response::json(
+        200,
+        json!({"items": items, "next_cursor": next}).to_string(),
+    ))
+}
+
+/// `GET /transitions?since=SEQ&limit`: oldest first, every service; `next_cursor` is the seq
+/// to pass as `since` for the next page.
+pub async fn transitions<H: Host>(
+    host: &H,
+    pairs: &[(String, String)],
+) -> Result<Response, ApiError> {
+    check_params(pairs, &["since", "limit", "cursor"])?;
+    let limit = limit_param(pairs)?;
+    let since_text = param(pairs, "cursor")
+        .filter(|c| !c.is_empty())
+        .map(|c| ("cursor", c))
+        .or_else(|| param(pairs, "since").map(|s| ("since", s)));
+    let since = match since_text {
+        None => 0,
+        Some((f, v)) => v.parse::<u64>().map_err(|_| {
+            ApiError::field(
+                "invalid_value",
+                f,
+                format!("\"{v}\" is not a non-negative integer"),
+            )
+        })?,
+    };
+    let page = host
+        .shared()
+        .reader
+        .read(move |s| s.transitions_since(since, limit))
+        .await
+        .map_err(read_failed)?;
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|t| t.seq.to_string()))
+        .flatten();
+    let items: Vec<Value> = page.iter().map(transition_json).collect();
+    Ok(Response::json(
+        200,
+        json!({"items": items, "next_cursor": next, "seq": host.shared().seq.latest()}).to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_with_the_formatter() {
+        for ms in [0i64, 1_700_000_000_123, 951_782_400_000, 4_102_444_800_999] {
+            let s = UnixMillis(ms).to_rfc3339();
+            assert_eq!(parse_rfc3339(&s), Some(ms), "{s}");
+        }
+        assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("nope"), None);
+    }
+}

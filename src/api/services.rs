@@ -1,0 +1,380 @@
+//! Service routes: the receiving shard validates and forwards; the owner shard decides.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{check_params, limit_param, param, ApiError, Host, Route, ServiceView};
+use crate::http::{Request, Response};
+use crate::mesh::From;
+use crate::model::{ServiceId, ServiceSpec, Source, Status};
+use crate::shard::ShardMsg;
+use crate::store::RegistryWrite;
+
+/// An operation on the services a shard owns, sent to that shard.
+#[derive(Debug)]
+pub enum Op {
+    /// Services with id > `after`, matching the filters, at most `limit`, by id.
+    List {
+        /// Only services with this tag.
+        tag: Option<String>,
+        /// Only services in this status.
+        status: Option<Status>,
+        /// Keyset cursor: ids strictly greater.
+        after: Option<ServiceId>,
+        /// Most items returned.
+        limit: usize,
+    },
+    /// One service.
+    Get(ServiceId),
+    /// A new API service (already validated); 409 when the id exists.
+    Create(Arc<ServiceSpec>),
+    /// JSON merge patch of an API service.
+    Patch(ServiceId, Value),
+    /// Remove an API service.
+    Delete(ServiceId),
+    /// Pause (true) or resume (false).
+    Pause(ServiceId, bool),
+}
+
+/// The owner's answer: the affected services, or why not.
+pub type Reply = Result<Vec<ServiceView>, ApiError>;
+
+/// How long a shard waits for another shard's answer before answering 503.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `op` on the shard that owns the service (this one or another, through the mesh).
+async fn on_owner<H: Host>(host: &H, owner: usize, op: Op) -> Reply {
+    if owner == host.shard_id() {
+        return apply(host, op).await;
+    }
+    let (tx, rx) = futures_channel::oneshot::channel();
+    if host
+        .shared()
+        .mesh
+        .send(From::Shard(host.shard_id()), owner, ShardMsg::Api(op, tx))
+        .is_err()
+    {
+        return Err(busy("shard mesh ring full"));
+    }
+    match monoio::time::timeout(FORWARD_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        _ => Err(busy("owner shard did not answer in time")),
+    }
+}
+
+fn busy(why: &str) -> ApiError {
+    ApiError::new(503, "unavailable", format!("{why}; try again"))
+}
+
+fn not_found(id: ServiceId) -> ApiError {
+    ApiError::new(404, "not_found", format!("no service with id {id}"))
+}
+
+fn config_owned(spec: &ServiceSpec) -> ApiError {
+    ApiError::new(
+        409,
+        "config_service",
+        format!(
+            "service {} is defined in the config file; change it there and reload",
+            spec.name
+        ),
+    )
+}
+
+fn store_failed(e: crate::store::StoreError) -> ApiError {
+    ApiError::new(503, "store_unavailable", e.to_string())
+}
+
+/// Applies `op` on the owner shard. Never holds a borrow across an await.
+pub async fn apply<H: Host>(host: &H, op: Op) -> Reply {
+    let shared = host.shared();
+    match op {
+        Op::List {
+            tag,
+            status,
+            after,
+            limit,
+        } => {
+            let mut v = host.views(&|v: &ServiceView| {
+                after.is_none_or(|a| v.spec.id > a)
+                    && status.is_none_or(|s| v.status == s)
+                    && tag.as_ref().is_none_or(|t| v.spec.tags.contains(t))
+            });
+            v.sort_by_key(|v| v.spec.id);
+            v.truncate(limit);
+            Ok(v)
+        }
+        Op::Get(id) => host.view(id).map(|v| vec![v]).ok_or_else(|| not_found(id)),
+        Op::Create(spec) => {
+            let id = spec.id;
+            if let Some(v) = host.view(id) {
+                return Err(ApiError {
+                    status: 409,
+                    code: "conflict",
+                    message: format!(
+                        "a service named {} already exists (source {})",
+                        v.spec.name,
+                        v.spec.source.as_str()
+                    ),
+                    field: Some("name".into()),
+                });
+            }
+            if !host.api_local().reserve(id) {
+                return Err(in_flight(id));
+            }
+            let r = shared
+                .registry
+                .write(RegistryWrite::Upsert(spec.clone()))
+                .await;
+            host.api_local().release(id);
+            r.map_err(store_failed)?;
+            host.put(spec);
+            host.view(id).map(|v| vec![v]).ok_or_else(|| not_found(id))
+        }
+        Op::Patch(id, patch) => {
+            let cur = host.view(id).ok_or_else(|| not_found(id))?;
+            if cur.spec.source == Source::Config {
+                return Err(config_owned(&cur.spec));
+            }
+            let mut merged: Value =
+                serde_json::from_str(&crate::store::sqlite::spec_json(&cur.spec))
+                    .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+            merge_patch(&mut merged, &patch);
+            if merged.get("name").and_then(|n| n.as_str()) != Some(cur.spec.name.as_str()) {
+                return Err(ApiError::field(
+                    "invalid_value",
+                    "name",
+                    "cannot be changed (create a new service instead)",
+                ));
+            }
+            let spec = Arc::new(
+                crate::config::api_service(&merged, &shared.defaults).map_err(json_error)?,
+            );
+            persist_and_put(host, spec).await
+        }
+        Op::Pause(id, paused) => {
+            let cur = host.view(id).ok_or_else(|| not_found(id))?;
+            let mut spec = (*cur.spec).clone();
+            spec.paused = paused;
+            let spec = Arc::new(spec);
+            if spec.source == Source::Config {
+                // Config services pause in memory only: the file stays the source of truth,
+                // so a reload or restart applies the file's `paused` again.
+                host.put(spec);
+                return host.view(id).map(|v| vec![v]).ok_or_else(|| not_found(id));
+            }
+            persist_and_put(host, spec).await
+        }
+        Op::Delete(id) => {
+            let cur = host.view(id).ok_or_else(|| not_found(id))?;
+            if cur.spec.source == Source::Config {
+                return Err(config_owned(&cur.spec));
+            }
+            if !host.api_local().reserve(id) {
+                return Err(in_flight(id));
+            }
+            let r = shared.registry.write(RegistryWrite::Delete(id)).await;
+            host.api_local().release(id);
+            r.map_err(store_failed)?;
+            host.remove(id);
+            Ok(Vec::new())
+        }
+    }
+}
+
+fn in_flight(id: ServiceId) -> ApiError {
+    ApiError::new(
+        409,
+        "conflict",
+        format!("another change to service {id} is in progress; retry"),
+    )
+}
+
+async fn persist_and_put<H: Host>(host: &H, spec: Arc<ServiceSpec>) -> Reply {
+    let id = spec.id;
+    if !host.api_local().reserve(id) {
+        return Err(in_flight(id));
+    }
+    let r = host
+        .shared()
+        .registry
+        .write(RegistryWrite::Upsert(spec.clone()))
+        .await;
+    host.api_local().release(id);
+    r.map_err(store_failed)?;
+    // The service may have been deleted while the write ran; a patch must not revive it.
+    if host.view(id).is_none() {
+        return Err(not_found(id));
+    }
+    host.put(spec);
+    host.view(id).map(|v| vec![v]).ok_or_else(|| not_found(id))
+}
+
+/// RFC 7386 JSON merge patch: objects merge recursively, `null` removes, the rest replaces.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+/// A JSON validation error as an API error (400, with the field).
+pub fn json_error(e: crate::config::JsonError) -> ApiError {
+    ApiError {
+        status: 400,
+        code: e.code,
+        message: e.message,
+        field: e.field,
+    }
+}
+
+fn one(mut v: Vec<ServiceView>, status: u16) -> Response {
+    match v.pop() {
+        Some(v) => Response::json(status, v.to_json().to_string()),
+        None => Response {
+            status: 204,
+            ..Response::json(204, "")
+        },
+    }
+}
+
+/// Receiving-shard side of the service routes.
+pub async fn handle<H: Host>(
+    host: &H,
+    route: Route,
+    req: &Request,
+    pairs: &[(String, String)],
+) -> Result<Response, ApiError> {
+    let n = host.shared().mesh.shards();
+    if !matches!(route, Route::ListServices) {
+        check_params(pairs, &[])?;
+    }
+    match route {
+        Route::ListServices => list(host, pairs).await,
+        Route::CreateService => {
+            let body = super::json_body(req)?;
+            let spec = Arc::new(
+                crate::config::api_service(&body, &host.shared().defaults).map_err(json_error)?,
+            );
+            let id = spec.id;
+            let v = on_owner(host, id.owner(n), Op::Create(spec)).await?;
+            Ok(one(v, 201).with_header("Location", format!("/api/v1/services/{id}")))
+        }
+        Route::GetService(id) => Ok(one(on_owner(host, id.owner(n), Op::Get(id)).await?, 200)),
+        Route::PatchService(id) => {
+            let body = super::json_body(req)?;
+            if !body.is_object() {
+                return Err(ApiError {
+                    status: 400,
+                    code: "wrong_type",
+                    message: format!(
+                        "expected a JSON object (merge patch), got {}",
+                        crate::config::type_name(&body)
+                    ),
+                    field: None,
+                });
+            }
+            Ok(one(
+                on_owner(host, id.owner(n), Op::Patch(id, body)).await?,
+                200,
+            ))
+        }
+        Route::DeleteService(id) => {
+            Ok(one(on_owner(host, id.owner(n), Op::Delete(id)).await?, 204))
+        }
+        Route::Pause(id, p) => Ok(one(
+            on_owner(host, id.owner(n), Op::Pause(id, p)).await?,
+            200,
+        )),
+        _ => Err(ApiError::new(404, "not_found", "no such route")),
+    }
+}
+
+/// `GET /services`: every shard's matching services after the cursor, merged by id.
+async fn list<H: Host>(host: &H, pairs: &[(String, String)]) -> Result<Response, ApiError> {
+    check_params(pairs, &["tag", "status", "limit", "cursor"])?;
+    let limit = limit_param(pairs)?;
+    let status = match param(pairs, "status") {
+        None => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::field(
+                "invalid_value",
+                "status",
+                format!("\"{s}\" is not a status (expected unknown, up or down)"),
+            )
+        })?),
+    };
+    let after = match param(pairs, "cursor") {
+        None | Some("") => None,
+        Some(c) => Some(
+            super::cursor::decode('s', c)
+                .filter(|v| *v >= 0)
+                .map(|v| ServiceId::from_raw(v as u64))
+                .ok_or_else(|| {
+                    ApiError::field("invalid_value", "cursor", "not a cursor from this list")
+                })?,
+        ),
+    };
+    let tag = param(pairs, "tag").map(str::to_string);
+    let n = host.shared().mesh.shards();
+    let mut items = Vec::new();
+    // One extra item per shard tells whether another page exists.
+    let make = || Op::List {
+        tag: tag.clone(),
+        status,
+        after,
+        limit: limit + 1,
+    };
+    let mut pending = Vec::new();
+    for to in 0..n {
+        if to == host.shard_id() {
+            continue;
+        }
+        let (tx, rx) = futures_channel::oneshot::channel();
+        if host
+            .shared()
+            .mesh
+            .send(From::Shard(host.shard_id()), to, ShardMsg::Api(make(), tx))
+            .is_err()
+        {
+            return Err(busy("shard mesh ring full"));
+        }
+        pending.push(rx);
+    }
+    items.extend(apply(host, make()).await?);
+    for rx in pending {
+        // A partial list would silently hide services, so a missing shard fails the request.
+        match monoio::time::timeout(FORWARD_TIMEOUT, rx).await {
+            Ok(Ok(r)) => items.extend(r?),
+            _ => return Err(busy("a shard did not answer in time")),
+        }
+    }
+    items.sort_by_key(|v| v.spec.id);
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items
+            .last()
+            .map(|v| super::cursor::encode('s', v.spec.id.get() as i64))
+    } else {
+        None
+    };
+    let body = serde_json::json!({
+        "items": items.iter().map(ServiceView::to_json).collect::<Vec<_>>(),
+        "next_cursor": next,
+    });
+    Ok(Response::json(200, body.to_string()))
+}

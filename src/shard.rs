@@ -716,6 +716,12 @@ impl http::Handler for Shard {
                 r
             }
             ("GET", "/healthz") => Response::text(200, "ok\n"),
+            // With server.tls every connection is TLS, and the session needs plain TCP.
+            (_, "/ws") if self.shared.server.tls.is_some() => Response::error(
+                501,
+                "not_implemented",
+                "WebSocket over TLS (wss) is not served yet",
+            ),
             (_, "/ws") => match ws::handshake::accept(&req) {
                 // A valid upgrade still needs a read token when auth is on (header or ?token=).
                 Ok(switch) => match self.shared.auth.check(&req, crate::auth::Scope::Read) {

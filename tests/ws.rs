@@ -689,3 +689,43 @@ fn headless_chromium_page_shows_received_events() {
         "{dom}"
     );
 }
+
+#[test]
+fn the_upgrade_needs_a_read_token_when_auth_is_on() {
+    let target = Target::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let cfg = config(&target, port, &dir.path().join("rw.db"), 1, "")
+        + "auth:\n  tokens: [{token: ws-read-token-0123456789, scope: read}]\n";
+    let rw = Ringwatch::start_in(dir.path(), port, &cfg);
+    let req = |target: &str, extra: &str| {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}Connection: close\r\n\r\n"
+        )
+    };
+    let (code, _) = http_request(rw.addr, &req("/ws", "")).expect("request");
+    assert_eq!(code, 401);
+    let (code, _) =
+        http_request(rw.addr, &req("/ws?token=wrong-token-0123456789", "")).expect("request");
+    assert!(code == 401 || code == 403, "{code}");
+    // The token in the query (what browsers can send) or in the header gets the upgrade.
+    for (path, extra) in [
+        ("/ws?token=ws-read-token-0123456789", ""),
+        ("/ws", "Authorization: Bearer ws-read-token-0123456789\r\n"),
+    ] {
+        let mut s = std::net::TcpStream::connect(rw.addr).expect("connect");
+        std::io::Write::write_all(
+            &mut s,
+            req(path, extra)
+                .replace("Connection: close\r\n", "")
+                .as_bytes(),
+        )
+        .expect("write");
+        s.set_read_timeout(Some(LONG)).expect("timeout");
+        let mut buf = [0u8; 256];
+        let n = std::io::Read::read(&mut s, &mut buf).expect("read");
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 101"), "{path}: {head}");
+    }
+}

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Scale run: N services (default 100,000) at a 60 s interval on this machine's shards.
-# Reports p99 schedule lag from /metrics and RSS per service (RSS with N services minus RSS
-# with none, both after the first full interval). Targets: the local fleet on 127.0.0.1 only.
-# Usage: loadtest/scripts/scale.sh [SERVICES] [SECONDS_AFTER_FIRST_INTERVAL]
+# Scale run: N services at a 60 s interval on this machine's shards, for each N in SIZES.
+# For each size it reports the schedule lag quantiles from /metrics and the RSS after one full
+# interval plus EXTRA seconds; per-service memory is the slope between consecutive sizes, so
+# fixed costs (runtime, SQLite page cache, buffers) are not spread over the services.
+# Targets: the local fleet on 127.0.0.1 only.
+# Usage: loadtest/scripts/scale.sh ["0 100000 200000"] [EXTRA_SECONDS]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-N=${1:-100000}
+SIZES=${1:-0 100000 200000}
 EXTRA=${2:-60}
 INTERVAL=${INTERVAL:-60s}
 BIN=$ROOT/target/release
@@ -42,9 +44,14 @@ $(metric 'ringwatch_probes_total{outcome="ok"}')"
 }
 
 secs=${INTERVAL%s}
-read -r base_rss _ <<<"$(run 0 "$((secs + 5))")"
-read -r rss p50 p99 p999 probes ok <<<"$(run "$N" "$((secs + EXTRA))")"
-per=$(awk -v a="$rss" -v b="$base_rss" -v n="$N" 'BEGIN {printf "%.0f", (a - b) * 1024 / n}')
-echo "services=$N interval=$INTERVAL shards=$(nproc) probes=$probes ok=$ok"
-echo "schedule lag: p50=${p50}s p99=${p99}s p999=${p999}s"
-echo "rss: ${base_rss} KiB with 0 services, ${rss} KiB with $N -> ${per} bytes per service"
+prev_n=""; prev_rss=""
+printf '%-9s %-10s %-10s %-10s %-10s %-10s %s\n' services rss_kib lag_p50 lag_p99 lag_p999 probes "bytes/service (slope)"
+for n in $SIZES; do
+  read -r rss p50 p99 p999 probes ok <<<"$(run "$n" "$((secs + EXTRA))")"
+  slope="-"
+  if [ -n "$prev_n" ]; then
+    slope=$(awk -v a="$rss" -v b="$prev_rss" -v n="$n" -v m="$prev_n" 'BEGIN {printf "%.0f", (a - b) * 1024 / (n - m)}')
+  fi
+  printf '%-9s %-10s %-10s %-10s %-10s %-10s %s\n' "$n" "$rss" "$p50" "$p99" "$p999" "$probes" "$slope"
+  prev_n=$n; prev_rss=$rss
+done

@@ -4,12 +4,17 @@
 //! wire JSON exactly once; every other shard receives the same `Arc<Event>` through the mesh
 //! and hands the same bytes to each of its matching clients.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::model::{ProbeResult, ServiceId, Transition};
+use crate::model::{ProbeResult, ServiceId, ServiceSpec, Transition};
+
+/// Live events serialized and framed, process-wide (one per event, whatever the client count).
+pub static EVENTS_ENCODED: AtomicU64 = AtomicU64::new(0);
 
 /// What an event reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +36,26 @@ pub struct Event {
     pub seq: u64,
     /// The JSON text, as sent to clients.
     pub json: Bytes,
+    /// The whole WebSocket text frame carrying `json`; `json` is a slice of the same buffer,
+    /// and every client on every shard is written this one buffer.
+    pub frame: Bytes,
+    /// Service name (filters match on it).
+    pub service: String,
+    /// The service definition at the origin (its tags, for filters); None when unknown.
+    pub spec: Option<Arc<ServiceSpec>>,
+    /// When the probe behind it completed (push latency starts here).
+    pub born: Instant,
+}
+
+/// Serializes `body` once and frames it once, in one buffer: JSON first, header in front.
+fn encode<T: Serialize>(body: &T) -> (Bytes, Bytes) {
+    // Reserve the largest header in front so the frame needs no second buffer or copy.
+    let mut v = vec![0u8; crate::ws::frame::MAX_HEADER];
+    // Serializing a struct of plain fields cannot fail.
+    let _ = serde_json::to_writer(&mut v, body);
+    let frame = crate::ws::frame::frame_in_place(v, crate::ws::frame::OP_TEXT);
+    let h = crate::ws::frame::header_len(frame.len());
+    (frame.slice(h..), frame)
 }
 
 #[derive(Serialize)]
@@ -68,6 +93,17 @@ fn ms(d: std::time::Duration) -> f64 {
 impl Event {
     /// Serializes a transition once.
     pub fn transition(t: &Transition) -> Arc<Event> {
+        Arc::new(Event::transition_with(t, None, Instant::now()))
+    }
+
+    /// Serializes and frames a live transition once, counted in `EVENTS_ENCODED`.
+    pub fn live_transition(t: &Transition, spec: Arc<ServiceSpec>, born: Instant) -> Arc<Event> {
+        EVENTS_ENCODED.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Event::transition_with(t, Some(spec), born))
+    }
+
+    /// Serializes and frames a transition (replays use this without counting).
+    pub fn transition_with(t: &Transition, spec: Option<Arc<ServiceSpec>>, born: Instant) -> Event {
         let body = TransitionJson {
             kind: "transition",
             seq: t.seq,
@@ -80,13 +116,17 @@ impl Event {
             status_code: t.status_code,
             error: t.error.as_deref(),
         };
-        Arc::new(Event {
+        let (json, frame) = encode(&body);
+        Event {
             kind: EventKind::Transition,
             service_id: t.service_id,
             seq: t.seq,
-            // Serializing a struct of plain fields cannot fail.
-            json: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-        })
+            json,
+            frame,
+            service: t.service.clone(),
+            spec,
+            born,
+        }
     }
 
     /// Serializes a result once; `status` is the service's status after it.
@@ -106,12 +146,34 @@ impl Event {
             status_code: r.status_code,
             error: r.error.as_deref(),
         };
+        let (json, frame) = encode(&body);
         Arc::new(Event {
             kind: EventKind::Result,
             service_id: r.service_id,
             seq: 0,
-            json: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+            json,
+            frame,
+            service: service.to_string(),
+            spec: None,
+            born: Instant::now(),
         })
+    }
+
+    /// Serializes and frames a live result once, counted in `EVENTS_ENCODED`.
+    pub fn live_result(
+        spec: Arc<ServiceSpec>,
+        r: &ProbeResult,
+        status: crate::model::Status,
+        at: crate::model::UnixMillis,
+        born: Instant,
+    ) -> Arc<Event> {
+        EVENTS_ENCODED.fetch_add(1, Ordering::Relaxed);
+        let mut e = Event::result(&spec.name, r, status, at);
+        if let Some(ev) = Arc::get_mut(&mut e) {
+            ev.spec = Some(spec);
+            ev.born = born;
+        }
+        e
     }
 }
 
@@ -145,5 +207,10 @@ mod tests {
         assert_eq!(v["latency_ms"], 1.5);
         assert_eq!(v["status_code"], 503);
         assert_eq!(e.seq, 7);
+        // The frame is an unmasked FIN text frame around exactly the JSON.
+        let h = crate::ws::frame::header_len(e.frame.len());
+        assert_eq!(e.frame[0], 0x81);
+        assert_eq!(e.frame.len(), h + e.json.len());
+        assert_eq!(&e.frame[h..], &e.json[..]);
     }
 }

@@ -102,6 +102,7 @@ pub trait Handler {
 
 fn reason(status: u16) -> &'static str {
     match status {
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         204 => "No Content",
@@ -125,6 +126,15 @@ fn reason(status: u16) -> &'static str {
 /// Appends the wire form of `resp` to `out`.
 pub fn encode_response(resp: &Response, close: bool, out: &mut Vec<u8>) {
     use std::io::Write as _;
+    if resp.status == 101 {
+        // A 1xx response has no body and must not carry Content-Length (RFC 9110 8.6).
+        let _ = write!(out, "HTTP/1.1 101 {}\r\n", reason(101));
+        for (k, v) in &resp.headers {
+            let _ = write!(out, "{k}: {v}\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        return;
+    }
     let _ = write!(
         out,
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
@@ -299,7 +309,30 @@ fn too_large_head(limits: &HttpLimits) -> Parsed {
 ///
 /// Pipelined requests are answered in order, and the responses to every request found in one
 /// read go out in one write.
-pub async fn serve<S, H>(mut stream: S, handler: &H, limits: HttpLimits)
+pub async fn serve<S, H>(stream: S, handler: &H, limits: HttpLimits)
+where
+    S: AsyncReadRent + AsyncWriteRent,
+    H: Handler,
+{
+    // A connection whose owner does not take upgrades is closed after the 101.
+    let _ = serve_upgradable(stream, handler, limits).await;
+}
+
+/// A connection the handler switched to another protocol with a `101` response.
+pub struct Upgraded<S> {
+    /// The stream, after the 101 was written.
+    pub stream: S,
+    /// Bytes the client sent after the upgrade request (already read from the stream).
+    pub leftover: Vec<u8>,
+}
+
+/// Like `serve`, but when the handler answers `101 Switching Protocols` the 101 is written and
+/// the stream is handed back with any bytes read past the request, for the new protocol.
+pub async fn serve_upgradable<S, H>(
+    mut stream: S,
+    handler: &H,
+    limits: HttpLimits,
+) -> Option<Upgraded<S>>
 where
     S: AsyncReadRent + AsyncWriteRent,
     H: Handler,
@@ -311,6 +344,7 @@ where
     loop {
         let mut consumed = 0;
         let mut close = false;
+        let mut upgrade = false;
         out.clear();
         loop {
             match parse_request(&buf[consumed..], &limits) {
@@ -319,8 +353,9 @@ where
                     handler.on_request();
                     let resp = handler.handle(req).await;
                     close = c;
-                    encode_response(&resp, close, &mut out);
-                    if close {
+                    upgrade = resp.status == 101;
+                    encode_response(&resp, close && !upgrade, &mut out);
+                    if close || upgrade {
                         break;
                     }
                 }
@@ -338,11 +373,17 @@ where
             let (res, o) = stream.write_all(std::mem::take(&mut out)).await;
             out = o;
             if res.is_err() {
-                return;
+                return None;
             }
         }
+        if upgrade {
+            return Some(Upgraded {
+                stream,
+                leftover: buf,
+            });
+        }
         if close {
-            return;
+            return None;
         }
         request_started = if buf.is_empty() {
             None
@@ -364,7 +405,7 @@ where
             stream.read(buf.slice_mut(filled..)),
         );
         match read.await {
-            Ok((Ok(0), _)) | Ok((Err(_), _)) => return,
+            Ok((Ok(0), _)) | Ok((Err(_), _)) => return None,
             Ok((Ok(_), b)) => {
                 buf = b.into_inner();
                 if request_started.is_none() {
@@ -383,7 +424,7 @@ where
                     encode_response(&resp, true, &mut o);
                     let _ = stream.write_all(o).await;
                 }
-                return;
+                return None;
             }
         }
     }
@@ -478,5 +519,19 @@ mod tests {
         assert!(s.contains("Allow: GET\r\n"));
         assert!(s.contains("Connection: close\r\n"));
         assert!(s.ends_with("\r\n\r\nnope"));
+    }
+
+    #[test]
+    fn switching_protocols_has_no_length_or_type() {
+        let mut out = Vec::new();
+        encode_response(
+            &Response::text(101, "").with_header("Upgrade", "websocket"),
+            false,
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+        );
     }
 }

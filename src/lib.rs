@@ -18,3 +18,4 @@ pub mod shard;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod ws;

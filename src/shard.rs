@@ -29,6 +29,7 @@ use crate::sched::{self, Due, Scheduler};
 use crate::state::{Health, SeqCounter};
 use crate::stats::{self, GlobalStats, HttpReject, ShardStats, Skip, StatsSnapshot};
 use crate::store::{Record, StoreHandle};
+use crate::ws;
 
 /// Messages shards (and control threads) send each other through the mesh.
 pub enum ShardMsg {
@@ -45,6 +46,8 @@ pub enum ShardMsg {
         crate::api::Op,
         futures_channel::oneshot::Sender<crate::api::Reply>,
     ),
+    /// Reply with the current state of every service this shard owns (WebSocket snapshots).
+    States(futures_channel::oneshot::Sender<Vec<ws::protocol::ServiceState>>),
 }
 
 /// Process-wide state every shard can read; written only through atomics.
@@ -155,11 +158,13 @@ pub struct Shard {
     /// heap entry of its deleted predecessor.
     next_generation: Cell<u32>,
     api: crate::api::Local,
+    hub: Rc<ws::Hub>,
 }
 
 impl Shard {
     fn new(id: usize, driver: &'static str, shared: Arc<Shared>) -> Rc<Self> {
         let prober = Prober::new(shared.resolver.clone(), shared.server.probe);
+        let hub = Rc::new(ws::Hub::new(shared.server.ws));
         Rc::new(Shard {
             id,
             driver,
@@ -175,6 +180,7 @@ impl Shard {
             connections: Cell::new(0),
             next_generation: Cell::new(0),
             api: crate::api::Local::default(),
+            hub,
         })
     }
 
@@ -336,7 +342,9 @@ impl Shard {
         self.finish_probe(&spec, result, lag);
     }
 
-    fn finish_probe(&self, spec: &ServiceSpec, result: ProbeResult, lag: Duration) {
+    fn finish_probe(&self, spec: &Arc<ServiceSpec>, result: ProbeResult, lag: Duration) {
+        // Push latency (probe completion -> frame handed to a socket) starts here.
+        let born = Instant::now();
         self.inflight.set(self.inflight.get().saturating_sub(1));
         self.probe_done.notify();
         let latency = result.timings.total;
@@ -384,6 +392,13 @@ impl Shard {
                 })
             })
         };
+        // Result events are encoded only while some client asked for them.
+        let result_event = ws::results_wanted()
+            .then(|| {
+                let status = self.services.borrow().get(&spec.id)?.health.status;
+                Some(Event::live_result(spec.clone(), &result, status, now, born))
+            })
+            .flatten();
         if !self.shared.store.push(Record::Result(result)) {
             self.stats.borrow_mut().results_dropped += 1;
         }
@@ -394,9 +409,12 @@ impl Shard {
             } else {
                 tracing::info!(service = %t.service, seq = t.seq, from = t.from.as_str(), to = t.to.as_str(), "service up");
             }
-            let event = Event::transition(&t);
+            let event = Event::live_transition(&t, spec.clone(), born);
             self.shared.store.push(Record::Transition(t));
             self.broadcast(event);
+        }
+        if let Some(e) = result_event {
+            self.broadcast(e);
         }
     }
 
@@ -415,13 +433,74 @@ impl Shard {
     }
 
     /// Local fan-out of an event (WebSocket clients attach here).
-    fn deliver(&self, event: &Event) {
+    fn deliver(&self, event: &Arc<Event>) {
         let mut stats = self.stats.borrow_mut();
         stats.events_received += 1;
         debug_assert!(matches!(
             event.kind,
             EventKind::Transition | EventKind::Result
         ));
+        drop(stats);
+        self.hub.deliver(event);
+    }
+
+    /// This shard's WebSocket clients.
+    pub(crate) fn ws_hub(&self) -> &Rc<ws::Hub> {
+        &self.hub
+    }
+
+    /// Process-wide state.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// A WebSocket connection ended (it counted against the connection limit).
+    pub(crate) fn ws_closed(&self) {
+        self.connections
+            .set(self.connections.get().saturating_sub(1));
+    }
+
+    /// Current state of the services this shard owns.
+    fn local_states(&self) -> Vec<ws::protocol::ServiceState> {
+        self.services
+            .borrow()
+            .values()
+            .map(|s| ws::protocol::ServiceState {
+                id: s.spec.id,
+                name: s.spec.name.clone(),
+                tags: s.spec.tags.clone(),
+                status: s.health.status,
+                since: s.health.since,
+                latency_ms: (s.last_latency.as_micros() as f64 / 1000.0 * 1000.0).round() / 1000.0,
+            })
+            .collect()
+    }
+
+    /// Current state of every service on every shard, gathered through the mesh.
+    pub(crate) async fn all_service_states(&self) -> Vec<ws::protocol::ServiceState> {
+        let mut all = self.local_states();
+        let mut pending = Vec::new();
+        for to in 0..self.shared.mesh.shards() {
+            if to == self.id {
+                continue;
+            }
+            let (tx, rx) = futures_channel::oneshot::channel();
+            if self
+                .shared
+                .mesh
+                .send(From::Shard(self.id), to, ShardMsg::States(tx))
+                .is_ok()
+            {
+                pending.push(rx);
+            }
+        }
+        for rx in pending {
+            // Like /metrics: a shard busy for over a second is left out rather than hang.
+            if let Ok(Ok(s)) = monoio::time::timeout(Duration::from_secs(1), rx).await {
+                all.extend(s);
+            }
+        }
+        all
     }
 
     fn snapshot(&self) -> StatsSnapshot {
@@ -436,10 +515,12 @@ impl Shard {
             by_status[i] += 1;
             paused += u64::from(slot.spec.paused);
         }
+        let mut stats = self.stats.borrow().clone();
+        stats.ws = self.hub.stats.borrow().clone();
         StatsSnapshot {
             shard: self.id,
             driver: self.driver,
-            stats: self.stats.borrow().clone(),
+            stats,
             services: by_status,
             paused,
             inflight: self.inflight.get() as u64,
@@ -509,25 +590,41 @@ impl Shard {
             self.stats.borrow_mut().http_connections += 1;
             let me = self.clone();
             monoio::spawn(async move {
-                match me.shared.server.tls.clone() {
-                    None => http::serve(stream, &*me, me.shared.server.limits).await,
+                let up = match me.shared.server.tls.clone() {
+                    None => http::serve_upgradable(stream, &*me, me.shared.server.limits).await,
                     Some(tls) => {
                         let acceptor = monoio_rustls::TlsAcceptor::from(tls.config);
                         // A client that never finishes its handshake loses its slot.
                         match monoio::time::timeout(tls.handshake_timeout, acceptor.accept(stream))
                             .await
                         {
-                            Ok(Ok(s)) => http::serve(s, &*me, me.shared.server.limits).await,
+                            // wss is not served yet: the WebSocket session needs a splittable
+                            // plain TCP stream, so an upgraded TLS connection is closed.
+                            Ok(Ok(s)) => {
+                                http::serve(s, &*me, me.shared.server.limits).await;
+                                None
+                            }
                             Ok(Err(e)) => {
                                 tracing::debug!(shard = me.id, error = %e, "TLS handshake failed");
                                 me.stats.borrow_mut().reject(HttpReject::TlsHandshake);
+                                None
                             }
-                            Err(_) => me.stats.borrow_mut().reject(HttpReject::TlsHandshake),
+                            Err(_) => {
+                                me.stats.borrow_mut().reject(HttpReject::TlsHandshake);
+                                None
+                            }
                         }
                     }
-                }
-                me.connections.set(me.connections.get().saturating_sub(1));
+                };
                 me.stats.borrow_mut().http_connections -= 1;
+                match up {
+                    // Only /ws answers 101; the session runs as its own (smaller) task and
+                    // keeps counting against the connection limit until it ends.
+                    Some(up) => {
+                        monoio::spawn(ws::conn::run(me.clone(), up));
+                    }
+                    None => me.connections.set(me.connections.get().saturating_sub(1)),
+                }
             });
         }
     }
@@ -558,6 +655,9 @@ impl Shard {
                         self.drain().await;
                         return;
                     }
+                    ShardMsg::States(reply) => {
+                        let _ = reply.send(self.local_states());
+                    }
                 }
             }
         }
@@ -565,10 +665,17 @@ impl Shard {
 
     async fn drain(&self) {
         self.stopping.set(true);
+        // WebSocket clients get a 1001 close; their writers run while probes finish.
+        self.hub.close_all();
         self.wake_sched.notify();
         let deadline = Instant::now() + self.shared.server.shutdown_grace;
         while self.inflight.get() > 0 && Instant::now() < deadline {
             self.probe_done.notified_or(Some(deadline)).await;
+        }
+        // Let the close handshakes finish (bounded), so clients see 1001 rather than a reset.
+        let ws_deadline = Instant::now() + self.shared.server.ws.close_timeout;
+        while !self.hub.is_empty() && Instant::now() < ws_deadline {
+            monoio::time::sleep(Duration::from_millis(10)).await;
         }
         tracing::info!(
             shard = self.id,
@@ -609,6 +716,20 @@ impl http::Handler for Shard {
                 r
             }
             ("GET", "/healthz") => Response::text(200, "ok\n"),
+            // With server.tls every connection is TLS, and the session needs plain TCP.
+            (_, "/ws") if self.shared.server.tls.is_some() => Response::error(
+                501,
+                "not_implemented",
+                "WebSocket over TLS (wss) is not served yet",
+            ),
+            (_, "/ws") => match ws::handshake::accept(&req) {
+                // A valid upgrade still needs a read token when auth is on (header or ?token=).
+                Ok(switch) => match self.shared.auth.check(&req, crate::auth::Scope::Read) {
+                    Ok(()) => switch,
+                    Err(e) => e.response(),
+                },
+                Err(bad) => bad,
+            },
             ("GET", "/readyz") => {
                 if self.shared.ready() {
                     Response::text(200, "ready\n")
@@ -764,6 +885,7 @@ pub fn run(
         }
         monoio::spawn(shard.clone().accept_loop(listener));
         monoio::spawn(shard.clone().scheduler_loop());
+        monoio::spawn(shard.hub.clone().tick_loop());
         shard.shared.shards_ready.fetch_add(1, Ordering::AcqRel);
         let _ = started2.send(Ok(()));
         shard.mesh_loop().await;

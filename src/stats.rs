@@ -103,6 +103,8 @@ pub struct ShardStats {
     pub mesh_received: u64,
     /// Events delivered to this shard for local fan-out.
     pub events_received: u64,
+    /// WebSocket stream counters (filled in from the shard's hub at snapshot time).
+    pub ws: crate::ws::WsStats,
     /// REST API responses by class, indexed like `API_CLASSES` (5xx = a bound was hit:
     /// read pool, writer queue or mesh ring full, or a shard too slow).
     pub api_responses: [u64; API_CLASSES.len()],
@@ -139,6 +141,7 @@ impl Default for ShardStats {
             http_rejected: [0; HttpReject::ALL.len()],
             mesh_received: 0,
             events_received: 0,
+            ws: crate::ws::WsStats::default(),
             api_responses: [0; API_CLASSES.len()],
         }
     }
@@ -320,6 +323,7 @@ pub fn render(snaps: &[StatsSnapshot], global: &GlobalStats) -> String {
         }
         merged.mesh_received += st.mesh_received;
         merged.events_received += st.events_received;
+        merged.ws.merge(&st.ws);
         for (a, b) in merged.api_responses.iter_mut().zip(st.api_responses) {
             *a += b;
         }
@@ -576,7 +580,95 @@ pub fn render(snaps: &[StatsSnapshot], global: &GlobalStats) -> String {
     for (c, v) in API_CLASSES.iter().zip(merged.api_responses) {
         w.sample("ringwatch_api_responses_total", &[("class", c)], v as f64);
     }
+    render_ws(&mut w, &merged.ws);
     w.out
+}
+
+/// The WebSocket stream's families.
+fn render_ws(w: &mut Writer, ws: &crate::ws::WsStats) {
+    w.single(
+        "ringwatch_ws_clients",
+        "gauge",
+        "WebSocket clients connected now.",
+        ws.clients as f64,
+    );
+    w.single(
+        "ringwatch_ws_connections_total",
+        "counter",
+        "WebSocket upgrades accepted.",
+        ws.connections as f64,
+    );
+    w.single(
+        "ringwatch_ws_messages_sent_total",
+        "counter",
+        "WebSocket frames handed to sockets (events, replies, control frames).",
+        ws.messages_sent as f64,
+    );
+    w.single(
+        "ringwatch_ws_bytes_sent_total",
+        "counter",
+        "WebSocket bytes handed to sockets.",
+        ws.bytes_sent as f64,
+    );
+    w.single(
+        "ringwatch_ws_writes_total",
+        "counter",
+        "WebSocket socket writes (each may carry many frames).",
+        ws.writes as f64,
+    );
+    w.single(
+        "ringwatch_ws_coalesced_writes_total",
+        "counter",
+        "WebSocket writes that carried more than one frame queued while a write was in flight.",
+        ws.coalesced_writes as f64,
+    );
+    w.header(
+        "ringwatch_ws_dropped_total",
+        "counter",
+        "WebSocket clients closed by the server, by reason.",
+    );
+    for (r, v) in crate::ws::DropReason::ALL.iter().zip(ws.dropped) {
+        w.sample(
+            "ringwatch_ws_dropped_total",
+            &[("reason", r.as_str())],
+            v as f64,
+        );
+    }
+    w.single(
+        "ringwatch_ws_client_errors_total",
+        "counter",
+        "Bad client messages answered with an error message.",
+        ws.client_errors as f64,
+    );
+    w.single(
+        "ringwatch_ws_replayed_total",
+        "counter",
+        "Stored transitions replayed to clients resuming with since.",
+        ws.replayed as f64,
+    );
+    w.single(
+        "ringwatch_ws_resume_overflows_total",
+        "counter",
+        "Subscriptions that lost live events because the resume ring overflowed.",
+        ws.resume_overflows as f64,
+    );
+    w.single(
+        "ringwatch_ws_events_encoded_total",
+        "counter",
+        "Live events serialized and framed (once per event, whatever the client count).",
+        crate::event::EVENTS_ENCODED.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    w.single(
+        "ringwatch_ws_result_subscribers",
+        "gauge",
+        "WebSocket clients subscribed to result events (results are encoded only when > 0).",
+        crate::ws::RESULT_SUBSCRIBERS.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    w.summary(
+        "ringwatch_ws_push_latency_seconds",
+        "Probe completion to WebSocket frame handed to the socket (HDR histogram, all shards).",
+        &ws.push_latency,
+    );
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! ringwatch load-test harness: a scripted local target fleet, a config generator, and a
-//! `/proc` CPU/RSS sampler, used by `scripts/peer-bench.sh` and the ringwatch benchmarks.
+//! ringwatch load-test harness: a scripted local target fleet, a config generator, a
+//! WebSocket client swarm, and a `/proc` CPU/RSS sampler, used by `scripts/peer-bench.sh` and the ringwatch benchmarks.
 //!
 //! Everything binds to 127.0.0.0/8 only: the harness exists to load this machine, never a
 //! network.
@@ -11,3 +11,4 @@ pub mod genconfig;
 pub mod ports;
 pub mod procstat;
 pub mod script;
+pub mod swarm;

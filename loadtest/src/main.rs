@@ -83,6 +83,44 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         shards: usize,
     },
+    /// Connect N WebSocket clients (spread over loopback source addresses), subscribe, and
+    /// measure `arrival - at` of every event at every client (HDR); prints JSON.
+    Swarm {
+        /// Server address.
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        server: std::net::SocketAddr,
+        /// Request path.
+        #[arg(long, default_value = "/ws")]
+        path: String,
+        /// Clients.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// First source address (127.0.0.0/8); clients use it and the next `--sources - 1`.
+        #[arg(long, default_value = "127.0.0.2", value_parser = ports::parse_loopback)]
+        source: IpAddr,
+        /// How many consecutive source addresses to spread clients over.
+        #[arg(long, default_value_t = 8)]
+        sources: usize,
+        /// Text message sent after the handshake.
+        #[arg(long, default_value = r#"{"op":"subscribe"}"#)]
+        subscribe: String,
+        /// Threads (each one runtime).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Pin thread t to CPU cpus[t % len].
+        #[arg(long, value_delimiter = ',')]
+        cpus: Vec<usize>,
+        /// Seconds to wait after connecting before measuring.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Measurement window, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Client runtime driver: `legacy` (epoll; cheapest per message for a swarm of
+        /// mostly-idle sockets) or `uring`.
+        #[arg(long, default_value = "legacy")]
+        driver: String,
+    },
     /// Print a process's CPU-seconds and RSS from /proc as JSON.
     Procstat {
         /// Process id.
@@ -164,6 +202,39 @@ fn run(cli: Cli) -> Result<(), String> {
             genconfig::write_config(&cfg, &mut w)
                 .and_then(|()| w.flush())
                 .map_err(|e| format!("writing config: {e}"))
+        }
+        Cmd::Swarm {
+            server,
+            path,
+            clients,
+            source,
+            sources,
+            subscribe,
+            threads,
+            cpus,
+            warmup,
+            duration,
+            driver,
+        } => {
+            raise_nofile_limit();
+            let IpAddr::V4(source) = source else {
+                return Err("--source must be IPv4".into());
+            };
+            let report = ringwatch_loadtest::swarm::run(ringwatch_loadtest::swarm::SwarmConfig {
+                server,
+                path,
+                clients,
+                source,
+                sources,
+                subscribe,
+                threads,
+                cpus,
+                warmup,
+                duration,
+                uring: driver == "uring",
+            })?;
+            println!("{}", report.to_json());
+            Ok(())
         }
         Cmd::Procstat { pid, window } => {
             let a = procstat::sample(pid).map_err(|e| format!("pid {pid}: {e}"))?;

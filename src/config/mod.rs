@@ -102,6 +102,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// `server.tls`: when set, every connection is TLS (https, wss).
     pub tls: Option<ServerTls>,
+    /// WebSocket stream settings (`server.ws`).
+    pub ws: WsConfig,
 }
 
 /// `server.tls`, loaded: the rustls config built from the PEM files.
@@ -169,6 +171,49 @@ impl AuthConfig {
     /// True when requests must carry a token.
     pub fn enabled(&self) -> bool {
         !self.tokens.is_empty() || self.jwt.is_some()
+    }
+}
+
+/// Limits and timers of the WebSocket stream (`server.ws`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsConfig {
+    /// Largest client frame payload; larger frames are closed with 1009.
+    pub max_frame_bytes: usize,
+    /// Largest client message (all fragments); larger messages are closed with 1009.
+    pub max_message_bytes: usize,
+    /// Bytes queued for one client before it counts as slow.
+    pub max_queue_bytes: usize,
+    /// How long a client may stay over `max_queue_bytes` before it is closed with 1008.
+    pub slow_grace: Duration,
+    /// Server ping period.
+    pub ping_interval: Duration,
+    /// A ping not answered within this closes the client.
+    pub pong_timeout: Duration,
+    /// After a close frame is sent, how long to wait for the client before dropping the socket.
+    pub close_timeout: Duration,
+    /// Recent transition events kept per shard for gap-free resume.
+    pub resume_buffer: usize,
+    /// Most stored transitions replayed for one `since`.
+    pub max_replay: usize,
+    /// SO_SNDBUF for WebSocket sockets (0 = kernel autotuning); caps kernel memory per client
+    /// and makes a stalled client reach its queue bound sooner.
+    pub send_buffer_bytes: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            max_frame_bytes: 64 * 1024,
+            max_message_bytes: 64 * 1024,
+            max_queue_bytes: 1024 * 1024,
+            slow_grace: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(2),
+            resume_buffer: 4096,
+            max_replay: 100_000,
+            send_buffer_bytes: 0,
+        }
     }
 }
 

@@ -28,6 +28,7 @@ pub(super) struct RawServer {
     pub(super) limits: Option<RawLimits>,
     pub(super) probe: Option<RawProbe>,
     pub(super) resolver: Option<RawResolver>,
+    pub(super) ws: Option<RawWs>,
     pub(super) tls: Option<RawServerTls>,
 }
 
@@ -88,6 +89,22 @@ pub(super) struct RawProbe {
     pub(super) max_idle_total: Option<u64>,
     pub(super) idle_timeout: Option<String>,
     pub(super) max_inflight: Option<u64>,
+}
+
+/// `server.ws`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWs {
+    pub(super) max_frame_bytes: Option<u64>,
+    pub(super) max_message_bytes: Option<u64>,
+    pub(super) max_queue_bytes: Option<u64>,
+    pub(super) slow_grace: Option<String>,
+    pub(super) ping_interval: Option<String>,
+    pub(super) pong_timeout: Option<String>,
+    pub(super) close_timeout: Option<String>,
+    pub(super) resume_buffer: Option<u64>,
+    pub(super) max_replay: Option<u64>,
+    pub(super) send_buffer_bytes: Option<u64>,
 }
 
 /// `server.resolver`.

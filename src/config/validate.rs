@@ -402,6 +402,7 @@ fn server(raw: &RawConfig, base: &Path) -> Result<ServerConfig> {
         ttl: positive("server.resolver.ttl", &r.and_then(|r| r.ttl.clone()), d.ttl)?,
     };
 
+    let ws = ws(s.ws.as_ref())?;
     let tls = match &s.tls {
         Some(t) => Some(server_tls(t, base)?),
         None => None,
@@ -416,7 +417,77 @@ fn server(raw: &RawConfig, base: &Path) -> Result<ServerConfig> {
         probe,
         resolver,
         shutdown_grace,
+        ws,
         tls,
+    })
+}
+
+/// `server.ws`: WebSocket limits and timers.
+fn ws(w: Option<&super::raw::RawWs>) -> Result<super::WsConfig> {
+    let d = super::WsConfig::default();
+    Ok(super::WsConfig {
+        max_frame_bytes: int(
+            "server.ws.max_frame_bytes",
+            w.and_then(|w| w.max_frame_bytes),
+            d.max_frame_bytes as u64,
+            125,
+            64 * MIB,
+        )?,
+        max_message_bytes: int(
+            "server.ws.max_message_bytes",
+            w.and_then(|w| w.max_message_bytes),
+            d.max_message_bytes as u64,
+            125,
+            64 * MIB,
+        )?,
+        max_queue_bytes: int(
+            "server.ws.max_queue_bytes",
+            w.and_then(|w| w.max_queue_bytes),
+            d.max_queue_bytes as u64,
+            1024,
+            1024 * MIB,
+        )?,
+        slow_grace: duration(
+            "server.ws.slow_grace",
+            &w.and_then(|w| w.slow_grace.clone()),
+            d.slow_grace,
+        )?,
+        ping_interval: positive(
+            "server.ws.ping_interval",
+            &w.and_then(|w| w.ping_interval.clone()),
+            d.ping_interval,
+        )?,
+        pong_timeout: positive(
+            "server.ws.pong_timeout",
+            &w.and_then(|w| w.pong_timeout.clone()),
+            d.pong_timeout,
+        )?,
+        close_timeout: positive(
+            "server.ws.close_timeout",
+            &w.and_then(|w| w.close_timeout.clone()),
+            d.close_timeout,
+        )?,
+        resume_buffer: int(
+            "server.ws.resume_buffer",
+            w.and_then(|w| w.resume_buffer),
+            d.resume_buffer as u64,
+            16,
+            1_000_000,
+        )?,
+        max_replay: int(
+            "server.ws.max_replay",
+            w.and_then(|w| w.max_replay),
+            d.max_replay as u64,
+            1,
+            10_000_000,
+        )?,
+        send_buffer_bytes: int(
+            "server.ws.send_buffer_bytes",
+            w.and_then(|w| w.send_buffer_bytes),
+            d.send_buffer_bytes as u64,
+            0,
+            64 * MIB,
+        )?,
     })
 }
 

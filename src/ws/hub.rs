@@ -1,0 +1,661 @@
+//! One shard's WebSocket clients: fan-out, per-client queues, back-pressure, pings, resume ring.
+//!
+//! Everything here lives on one shard thread (`Rc`, `Cell`, `RefCell`; no locks). The fan-out
+//! loop only clones a `Bytes` handle (a reference count) into each matching client's queue and
+//! wakes its writer; queues reuse their capacity, so steady-state delivery allocates nothing.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::frame::{self, code};
+use super::protocol::{self, Filter, ServiceState};
+use super::{DropReason, WsStats, RESULT_SUBSCRIBERS};
+use crate::config::WsConfig;
+use crate::event::{Event, EventKind};
+use crate::model::Transition;
+
+/// Most frames one `writev` carries (well under IOV_MAX).
+pub const MAX_IOV: usize = 64;
+
+/// One queued frame.
+pub struct Out {
+    /// The frame bytes (shared with every other client for events).
+    pub bytes: Bytes,
+    /// Probe completion time, for push latency (events only).
+    pub born: Option<Instant>,
+    /// This is our close frame: nothing may follow it.
+    pub close: bool,
+}
+
+/// A single-waiter wake-up flag for a client's writer task.
+#[derive(Default)]
+pub struct Notify {
+    set: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Notify {
+    /// Sets the flag and wakes the waiter, if any.
+    pub fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Waits until notified (consumes the notification).
+    pub async fn wait(&self) {
+        std::future::poll_fn(|cx: &mut Context<'_>| {
+            if self.set.replace(false) {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// A subscription being prepared.
+pub struct Subscription {
+    /// Generation from `begin_subscribe`.
+    pub gen: u64,
+    /// Resume-ring position from `begin_subscribe`.
+    pub mark: u64,
+    /// The requested filter.
+    pub filter: Filter,
+    /// Replay stored transitions after this seq.
+    pub since: Option<u64>,
+}
+
+/// One connected WebSocket client.
+pub struct Client {
+    /// The socket, for shutting it down from outside its tasks.
+    pub fd: RawFd,
+    /// Position in `Hub::clients` (kept current on swap-remove).
+    index: Cell<usize>,
+    /// Active filter; None = not subscribed.
+    filter: RefCell<Option<Filter>>,
+    /// A subscribe is being prepared (snapshot, replay): live events wait in the resume ring.
+    pending: Cell<bool>,
+    /// Bumped on every subscribe/unsubscribe so a stale preparation is discarded.
+    pub sub_gen: Cell<u64>,
+    /// Seqs already replayed from the store that may still arrive live (dropped when they do).
+    skip: RefCell<Vec<u64>>,
+    /// Frames waiting for the writer.
+    pub queue: RefCell<VecDeque<Out>>,
+    /// Bytes in `queue`.
+    pub queued_bytes: Cell<usize>,
+    /// Since when the queue has been over its bound.
+    pub over_since: Cell<Option<Instant>>,
+    /// When the unanswered ping was sent (None = no ping outstanding).
+    pub ping_out: Cell<Option<Instant>>,
+    /// When the last ping was sent.
+    last_ping: Cell<Instant>,
+    /// Our close frame is queued: nothing more is queued after it.
+    pub close_queued: Cell<bool>,
+    /// The client's close frame arrived.
+    pub close_received: Cell<bool>,
+    /// Our close frame has been written.
+    pub close_written: Cell<bool>,
+    /// Drop the socket at this time if the close handshake has not finished.
+    pub close_deadline: Cell<Option<Instant>>,
+    /// The connection is finished; tasks exit.
+    pub done: Cell<bool>,
+    /// Wakes the writer task.
+    pub wake: Notify,
+}
+
+impl Client {
+    /// True when the client asked for result events.
+    fn wants_results(&self) -> bool {
+        self.filter.borrow().as_ref().is_some_and(|f| f.results)
+    }
+
+    /// Shuts the socket down both ways: pending reads and writes complete and both tasks end.
+    pub fn kill(&self) {
+        if !self.done.replace(true) {
+            // SAFETY: shutdown(2) on a descriptor we own; it stays open until both halves drop.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        }
+        self.wake.notify();
+    }
+}
+
+/// The shard's WebSocket clients and the state shared by them.
+pub struct Hub {
+    /// Limits and timers.
+    pub cfg: WsConfig,
+    clients: RefCell<Vec<Rc<Client>>>,
+    /// Recent transition events delivered to this shard, oldest first (resume ring).
+    recent: RefCell<VecDeque<Arc<Event>>>,
+    /// Events ever pushed into `recent` (position counter).
+    pushed: Cell<u64>,
+    /// Counters.
+    pub stats: RefCell<WsStats>,
+    /// Reusable `writev` batches, so writers allocate nothing per write.
+    batches: RefCell<Vec<Batch>>,
+    /// Ping frame shared by every client.
+    ping: Bytes,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(cfg: WsConfig) -> Hub {
+        Hub {
+            cfg,
+            clients: RefCell::new(Vec::new()),
+            recent: RefCell::new(VecDeque::with_capacity(cfg.resume_buffer)),
+            pushed: Cell::new(0),
+            stats: RefCell::new(WsStats::default()),
+            batches: RefCell::new(Vec::new()),
+            ping: frame::encode(frame::OP_PING, b""),
+        }
+    }
+
+    /// Registers a new client on socket `fd`.
+    pub fn add(&self, fd: RawFd) -> Rc<Client> {
+        let mut clients = self.clients.borrow_mut();
+        let c = Rc::new(Client {
+            fd,
+            index: Cell::new(clients.len()),
+            filter: RefCell::new(None),
+            pending: Cell::new(false),
+            sub_gen: Cell::new(0),
+            skip: RefCell::new(Vec::new()),
+            queue: RefCell::new(VecDeque::new()),
+            queued_bytes: Cell::new(0),
+            over_since: Cell::new(None),
+            ping_out: Cell::new(None),
+            last_ping: Cell::new(Instant::now()),
+            close_queued: Cell::new(false),
+            close_received: Cell::new(false),
+            close_written: Cell::new(false),
+            close_deadline: Cell::new(None),
+            done: Cell::new(false),
+            wake: Notify::default(),
+        });
+        clients.push(c.clone());
+        let mut st = self.stats.borrow_mut();
+        st.clients += 1;
+        st.connections += 1;
+        c
+    }
+
+    /// Removes a finished client.
+    pub fn remove(&self, c: &Rc<Client>) {
+        self.set_filter(c, None);
+        let mut clients = self.clients.borrow_mut();
+        let i = c.index.get();
+        if i < clients.len() && Rc::ptr_eq(&clients[i], c) {
+            clients.swap_remove(i);
+            if let Some(moved) = clients.get(i) {
+                moved.index.set(i);
+            }
+            self.stats.borrow_mut().clients -= 1;
+        }
+        c.queue.borrow_mut().clear();
+        c.queued_bytes.set(0);
+    }
+
+    /// Replaces a client's filter, keeping the global result-subscriber count right.
+    fn set_filter(&self, c: &Client, f: Option<Filter>) {
+        let before = c.wants_results();
+        *c.filter.borrow_mut() = f;
+        let after = c.wants_results();
+        if after && !before {
+            RESULT_SUBSCRIBERS.fetch_add(1, Ordering::Relaxed);
+        } else if before && !after {
+            RESULT_SUBSCRIBERS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues a frame for `c` and wakes its writer; enforces the queue bound.
+    pub fn push(&self, c: &Client, out: Out) {
+        if c.close_queued.get() || c.done.get() {
+            return;
+        }
+        let len = out.bytes.len();
+        if out.close {
+            c.close_queued.set(true);
+        }
+        c.queue.borrow_mut().push_back(out);
+        let queued = c.queued_bytes.get() + len;
+        c.queued_bytes.set(queued);
+        if queued > self.cfg.max_queue_bytes {
+            let now = Instant::now();
+            match c.over_since.get() {
+                None => c.over_since.set(Some(now)),
+                Some(t) if now.duration_since(t) > self.cfg.slow_grace => {
+                    self.drop_slow(c, now);
+                }
+                Some(_) => {}
+            }
+        }
+        c.wake.notify();
+    }
+
+    /// Queues a small per-connection message (JSON text frame).
+    pub fn send_text(&self, c: &Client, json: &[u8]) {
+        let bytes = frame::encode(frame::OP_TEXT, json);
+        self.push(
+            c,
+            Out {
+                bytes,
+                born: None,
+                close: false,
+            },
+        );
+    }
+
+    /// Queues a control frame.
+    pub fn send_control(&self, c: &Client, opcode: u8, payload: &[u8]) {
+        self.push(
+            c,
+            Out {
+                bytes: frame::encode(opcode, payload),
+                born: None,
+                close: false,
+            },
+        );
+    }
+
+    /// Starts the closing handshake with `code`; the socket is dropped after `close_timeout`
+    /// if the client does not answer.
+    pub fn close(&self, c: &Client, code: u16, reason: &str, why: Option<DropReason>) {
+        if c.close_queued.get() || c.done.get() {
+            return;
+        }
+        if let Some(why) = why {
+            self.stats.borrow_mut().drop_client(why);
+        }
+        self.push(
+            c,
+            Out {
+                bytes: frame::close(code, reason),
+                born: None,
+                close: true,
+            },
+        );
+        c.close_deadline
+            .set(Some(Instant::now() + self.cfg.close_timeout));
+    }
+
+    /// A client over its bound past the grace period: its backlog is discarded, a 1008 close
+    /// is queued, and the socket is dropped if the close cannot be written within the timeout.
+    fn drop_slow(&self, c: &Client, now: Instant) {
+        self.stats.borrow_mut().drop_client(DropReason::Slow);
+        c.queue.borrow_mut().clear();
+        c.queued_bytes.set(0);
+        c.over_since.set(None);
+        c.queue.borrow_mut().push_back(Out {
+            bytes: frame::close(code::POLICY, "client too slow: send queue over its bound"),
+            born: None,
+            close: true,
+        });
+        c.close_queued.set(true);
+        // The writer may be stuck on a write the client never drains: cut it after the timeout.
+        c.close_deadline.set(Some(now + self.cfg.close_timeout));
+    }
+
+    /// Fans an event out to every matching client of this shard.
+    pub fn deliver(&self, e: &Arc<Event>) {
+        if e.kind == EventKind::Transition {
+            let mut recent = self.recent.borrow_mut();
+            if recent.len() >= self.cfg.resume_buffer {
+                recent.pop_front();
+            }
+            recent.push_back(e.clone());
+            self.pushed.set(self.pushed.get() + 1);
+        }
+        let clients = self.clients.borrow();
+        for c in clients.iter() {
+            if c.pending.get() || c.close_queued.get() {
+                continue;
+            }
+            let matched = match &*c.filter.borrow() {
+                Some(f) => f.matches(e),
+                None => false,
+            };
+            if !matched {
+                continue;
+            }
+            if e.seq != 0 {
+                let mut skip = c.skip.borrow_mut();
+                if let Some(i) = skip.iter().position(|s| *s == e.seq) {
+                    // Already replayed from the store before it reached this shard.
+                    skip.swap_remove(i);
+                    continue;
+                }
+            }
+            self.push(
+                c,
+                Out {
+                    bytes: e.frame.clone(),
+                    born: Some(e.born),
+                    close: false,
+                },
+            );
+        }
+    }
+
+    /// Begins a subscription: live events for `c` wait in the resume ring until `finish`.
+    /// Returns the generation and ring position the preparation must present.
+    pub fn begin_subscribe(&self, c: &Client) -> (u64, u64) {
+        let gen = c.sub_gen.get() + 1;
+        c.sub_gen.set(gen);
+        c.pending.set(true);
+        c.skip.borrow_mut().clear();
+        (gen, self.pushed.get())
+    }
+
+    /// Stops a client's subscription.
+    pub fn unsubscribe(&self, c: &Client) {
+        c.sub_gen.set(c.sub_gen.get() + 1);
+        c.pending.set(false);
+        c.skip.borrow_mut().clear();
+        self.set_filter(c, None);
+    }
+
+    /// True when a replay from the store would leave a hole between `since` and what this
+    /// shard has seen (the store lags by up to a flush interval): worth asking again.
+    pub fn has_gap(&self, since: u64, rows: &[Transition]) -> bool {
+        let mut seqs: HashSet<u64> = rows.iter().map(|t| t.seq).collect();
+        for e in self.recent.borrow().iter() {
+            if e.seq > since {
+                seqs.insert(e.seq);
+            }
+        }
+        let Some(max) = seqs.iter().max().copied() else {
+            return false;
+        };
+        (max - since) as usize != seqs.len()
+    }
+
+    /// Completes a subscription: snapshot, then replayed and buffered events in seq order,
+    /// then live delivery. `rows` are stored transitions with seq > `since`.
+    pub fn finish_subscribe(
+        &self,
+        c: &Client,
+        sub: Subscription,
+        states: &[ServiceState],
+        rows: Vec<Transition>,
+    ) {
+        let Subscription {
+            gen,
+            mark,
+            filter,
+            since,
+        } = sub;
+        if c.sub_gen.get() != gen || c.done.get() {
+            return;
+        }
+        self.send_text(c, &protocol::snapshot(states, &filter));
+        let recent = self.recent.borrow();
+        let pushed = self.pushed.get();
+        let oldest_pos = pushed - recent.len() as u64;
+        if oldest_pos > mark && since.is_none() {
+            // More events arrived while preparing than the ring holds: say so.
+            self.stats.borrow_mut().resume_overflows += 1;
+            self.send_text(
+                c,
+                &protocol::error(
+                    "events_lost",
+                    "events were lost while the subscription was prepared; resubscribe",
+                ),
+            );
+        }
+        let mut by_seq: HashMap<u64, Arc<Event>> = HashMap::new();
+        let mut ring_min = u64::MAX;
+        for (i, e) in recent.iter().enumerate() {
+            ring_min = ring_min.min(e.seq);
+            let pos = oldest_pos + i as u64;
+            let wanted = match since {
+                Some(s) => e.seq > s,
+                None => pos >= mark,
+            };
+            if wanted {
+                by_seq.insert(e.seq, e.clone());
+            }
+        }
+        drop(recent);
+        let tags: HashMap<&str, &[String]> = states
+            .iter()
+            .map(|s| (s.name.as_str(), &s.tags[..]))
+            .collect();
+        let mut skip = Vec::new();
+        let mut replayed = 0;
+        for t in &rows {
+            if by_seq.contains_key(&t.seq) {
+                continue;
+            }
+            if t.seq > ring_min && skip.len() < 1024 {
+                skip.push(t.seq);
+            }
+            replayed += 1;
+            let e = Event::transition_with(t, None, Instant::now());
+            by_seq.insert(t.seq, Arc::new(e));
+        }
+        let mut events: Vec<Arc<Event>> = by_seq.into_values().collect();
+        events.sort_by_key(|e| e.seq);
+        for e in &events {
+            let ok = match &e.spec {
+                Some(_) => filter.matches(e),
+                None => {
+                    filter.transitions
+                        && filter.matches_service(
+                            &e.service,
+                            tags.get(e.service.as_str()).unwrap_or(&&[][..]),
+                        )
+                }
+            };
+            if ok {
+                self.push(
+                    c,
+                    Out {
+                        bytes: e.frame.clone(),
+                        born: None,
+                        close: false,
+                    },
+                );
+            }
+        }
+        self.stats.borrow_mut().replayed += replayed;
+        *c.skip.borrow_mut() = skip;
+        self.set_filter(c, Some(filter));
+        c.pending.set(false);
+    }
+
+    /// Takes a reusable write batch.
+    pub fn take_batch(&self) -> Batch {
+        self.batches.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Returns a write batch for reuse.
+    pub fn put_batch(&self, mut b: Batch) {
+        b.clear();
+        let mut pool = self.batches.borrow_mut();
+        // Keep a few; a burst of stalled clients must not pin memory forever.
+        if pool.len() < 256 {
+            pool.push(b);
+        }
+    }
+
+    /// Clients connected now.
+    pub fn len(&self) -> usize {
+        self.clients.borrow().len()
+    }
+
+    /// True when no client is connected.
+    pub fn is_empty(&self) -> bool {
+        self.clients.borrow().is_empty()
+    }
+
+    /// Closes every client with 1001 (shutdown).
+    pub fn close_all(&self) {
+        let clients: Vec<Rc<Client>> = self.clients.borrow().clone();
+        for c in clients {
+            self.close(&c, code::GOING_AWAY, "server shutting down", None);
+        }
+    }
+
+    /// Once per tick: pings, pong deadlines, slow clients with no new traffic, close deadlines.
+    fn tick(&self, now: Instant) {
+        let clients: Vec<Rc<Client>> = self.clients.borrow().clone();
+        for c in clients {
+            if let Some(d) = c.close_deadline.get() {
+                if now >= d {
+                    c.kill();
+                }
+                continue;
+            }
+            if let Some(sent) = c.ping_out.get() {
+                if now.duration_since(sent) > self.cfg.pong_timeout {
+                    self.close(
+                        &c,
+                        code::POLICY,
+                        "pong not received in time",
+                        Some(DropReason::PongTimeout),
+                    );
+                    // A client that ignores pings will not answer a close either.
+                    c.close_deadline.set(Some(now));
+                    continue;
+                }
+            }
+            if let Some(t) = c.over_since.get() {
+                if now.duration_since(t) > self.cfg.slow_grace {
+                    self.drop_slow(&c, now);
+                    c.wake.notify();
+                    continue;
+                }
+            }
+            if c.ping_out.get().is_none()
+                && now.duration_since(c.last_ping.get()) >= self.cfg.ping_interval
+            {
+                c.last_ping.set(now);
+                c.ping_out.set(Some(now));
+                self.push(
+                    &c,
+                    Out {
+                        bytes: self.ping.clone(),
+                        born: None,
+                        close: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Runs the tick loop for as long as the shard runs.
+    pub async fn tick_loop(self: Rc<Self>) {
+        let period = [
+            self.cfg.ping_interval,
+            self.cfg.pong_timeout,
+            self.cfg.slow_grace.max(Duration::from_millis(1)),
+            self.cfg.close_timeout,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(Duration::from_secs(1))
+            / 4;
+        let period = period.clamp(Duration::from_millis(5), Duration::from_secs(1));
+        loop {
+            monoio::time::sleep(period).await;
+            self.tick(Instant::now());
+        }
+    }
+}
+
+/// A `writev` batch: the frames' `Bytes` handles and their iovecs, reused across writes.
+#[derive(Default)]
+pub struct Batch {
+    bufs: Vec<Bytes>,
+    iov: Vec<libc::iovec>,
+    start: usize,
+}
+
+impl Batch {
+    /// Adds a frame.
+    pub fn push(&mut self, b: Bytes) {
+        self.iov.push(libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        });
+        self.bufs.push(b);
+    }
+
+    /// Frames in the batch.
+    pub fn len(&self) -> usize {
+        self.bufs.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    /// Total bytes.
+    pub fn bytes(&self) -> usize {
+        self.bufs.iter().map(|b| b.len()).sum()
+    }
+
+    /// Marks `n` more bytes as written; returns true when bytes remain.
+    pub fn advance(&mut self, mut n: usize) -> bool {
+        while self.start < self.iov.len() {
+            let v = &mut self.iov[self.start];
+            if n >= v.iov_len {
+                n -= v.iov_len;
+                self.start += 1;
+            } else {
+                // SAFETY: n < iov_len, so the new base stays inside the same buffer.
+                v.iov_base = unsafe { (v.iov_base as *mut u8).add(n) } as *mut libc::c_void;
+                v.iov_len -= n;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn clear(&mut self) {
+        self.bufs.clear();
+        self.iov.clear();
+        self.start = 0;
+    }
+}
+
+// SAFETY: the iovecs point into `bufs`, whose heap buffers do not move while the batch is
+// owned by the runtime; the iovec array itself is not touched during the operation.
+unsafe impl monoio::buf::IoVecBuf for Batch {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov[self.start..].as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iov.len() - self.start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_advances_across_and_within_buffers() {
+        let mut b = Batch::default();
+        b.push(Bytes::from_static(b"abc"));
+        b.push(Bytes::from_static(b"defg"));
+        assert!(b.advance(4));
+        assert_eq!(b.start, 1);
+        assert_eq!(b.iov[1].iov_len, 3);
+        assert!(!b.advance(3));
+    }
+}

@@ -324,21 +324,34 @@ fn history_pages_stay_correct_while_results_are_appended() {
     let got = r.json()["items"].as_array().unwrap().len();
     assert_eq!(got, all.len() - 4, "{}", r.body);
 
-    // Transitions: one UP; then DOWN after the target flips.
+    // Transitions: wait for UP (a slow host may see a timeout first), then DOWN after the
+    // target flips; pages of one follow the seq order with no gap.
+    assert!(eventually(Duration::from_secs(10), || {
+        get(a, "/api/v1/services/hist").json()["status"] == "up"
+    }));
     target
         .status
         .store(500, std::sync::atomic::Ordering::Relaxed);
-    assert!(eventually(Duration::from_secs(5), || {
-        get(a, "/api/v1/transitions?since=0").json()["items"]
-            .as_array()
-            .map_or(0, Vec::len)
-            >= 2
+    assert!(eventually(Duration::from_secs(10), || {
+        get(a, "/api/v1/services/hist").json()["status"] == "down"
     }));
+    // The history is the store's: give the writer its flush interval to catch up.
+    let mut every = Vec::new();
+    assert!(eventually(Duration::from_secs(10), || {
+        every = get(a, "/api/v1/transitions?since=0&limit=1000").json()["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        every.last().is_some_and(|t| t["to"] == "down")
+    }));
+    assert!(every.len() >= 2, "{every:?}");
+    assert_eq!(every[every.len() - 1]["to"], "down");
+    assert_eq!(every[every.len() - 2]["to"], "up");
     let t = get(a, "/api/v1/transitions?since=0&limit=1").json();
-    assert_eq!(t["items"][0]["to"], "up");
+    assert_eq!(t["items"][0]["seq"], every[0]["seq"]);
     let next = t["next_cursor"].as_str().expect("more").to_string();
     let t2 = get(a, &format!("/api/v1/transitions?since={next}")).json();
-    assert_eq!(t2["items"][0]["to"], "down");
+    assert_eq!(t2["items"][0]["seq"], every[1]["seq"]);
     let st = get(a, "/api/v1/services/hist/transitions").json();
     assert_eq!(st["items"][0]["to"], "down", "newest first");
     assert_eq!(get(a, "/api/v1/services/ghost/results").status, 404);

@@ -589,21 +589,27 @@ impl Shard {
             self.connections.set(self.connections.get() + 1);
             self.stats.borrow_mut().http_connections += 1;
             let me = self.clone();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
             monoio::spawn(async move {
-                let up = match me.shared.server.tls.clone() {
-                    None => http::serve_upgradable(stream, &*me, me.shared.server.limits).await,
+                let upgraded = match me.shared.server.tls.clone() {
+                    None => http::serve_upgradable(stream, &*me, me.shared.server.limits)
+                        .await
+                        .map(|up| {
+                            monoio::spawn(ws::conn::run(me.clone(), up, fd));
+                        }),
                     Some(tls) => {
                         let acceptor = monoio_rustls::TlsAcceptor::from(tls.config);
                         // A client that never finishes its handshake loses its slot.
                         match monoio::time::timeout(tls.handshake_timeout, acceptor.accept(stream))
                             .await
                         {
-                            // wss is not served yet: the WebSocket session needs a splittable
-                            // plain TCP stream, so an upgraded TLS connection is closed.
-                            Ok(Ok(s)) => {
-                                http::serve(s, &*me, me.shared.server.limits).await;
-                                None
-                            }
+                            // wss: the same session over the TLS stream (its frames are
+                            // encrypted per client, which TLS requires anyway).
+                            Ok(Ok(s)) => http::serve_upgradable(s, &*me, me.shared.server.limits)
+                                .await
+                                .map(|up| {
+                                    monoio::spawn(ws::conn::run(me.clone(), up, fd));
+                                }),
                             Ok(Err(e)) => {
                                 tracing::debug!(shard = me.id, error = %e, "TLS handshake failed");
                                 me.stats.borrow_mut().reject(HttpReject::TlsHandshake);
@@ -617,13 +623,10 @@ impl Shard {
                     }
                 };
                 me.stats.borrow_mut().http_connections -= 1;
-                match up {
-                    // Only /ws answers 101; the session runs as its own (smaller) task and
-                    // keeps counting against the connection limit until it ends.
-                    Some(up) => {
-                        monoio::spawn(ws::conn::run(me.clone(), up));
-                    }
-                    None => me.connections.set(me.connections.get().saturating_sub(1)),
+                // Only /ws answers 101; the session then runs as its own (smaller) task and
+                // keeps counting against the connection limit until it ends.
+                if upgraded.is_none() {
+                    me.connections.set(me.connections.get().saturating_sub(1));
                 }
             });
         }
@@ -716,12 +719,6 @@ impl http::Handler for Shard {
                 r
             }
             ("GET", "/healthz") => Response::text(200, "ok\n"),
-            // With server.tls every connection is TLS, and the session needs plain TCP.
-            (_, "/ws") if self.shared.server.tls.is_some() => Response::error(
-                501,
-                "not_implemented",
-                "WebSocket over TLS (wss) is not served yet",
-            ),
             (_, "/ws") => match ws::handshake::accept(&req) {
                 // A valid upgrade still needs a read token when auth is on (header or ?token=).
                 Ok(switch) => match self.shared.auth.check(&req, crate::auth::Scope::Read) {

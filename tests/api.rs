@@ -827,4 +827,51 @@ fn tls_serves_https_with_a_test_ca() {
         "stalled handshake held for {:?}",
         t.elapsed()
     );
+
+    // wss: the WebSocket session runs over the same TLS port.
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(client.clone(), name).unwrap();
+    let mut wss = rustls::StreamOwned::new(conn, tcp);
+    wss.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        wss.read_exact(&mut byte).expect("101 head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+    let read_text = |wss: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>| {
+        let mut h = [0u8; 2];
+        wss.read_exact(&mut h).expect("frame header");
+        assert_eq!(h[0], 0x81, "unfragmented text frame");
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                wss.read_exact(&mut l).expect("len");
+                u16::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        wss.read_exact(&mut payload).expect("payload");
+        serde_json::from_slice::<serde_json::Value>(&payload).expect("json")
+    };
+    assert_eq!(read_text(&mut wss)["type"], "hello");
+    // A masked client frame: subscribe to everything.
+    let msg = br#"{"op":"subscribe"}"#;
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | msg.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(msg.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    wss.write_all(&frame).unwrap();
+    assert_eq!(read_text(&mut wss)["type"], "subscribed");
+    assert_eq!(read_text(&mut wss)["type"], "snapshot");
 }

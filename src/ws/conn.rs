@@ -4,13 +4,12 @@
 //! idle client holds a few hundred bytes. The writer sends everything queued since its last
 //! write in one `writev` of the shared `Bytes` (no copy), up to `MAX_IOV` frames at a time.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Splitable};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Split, Splitable};
 
 use super::frame::{self, code, FrameError, Header};
 use super::hub::{Client, Hub, Subscription, MAX_IOV};
@@ -25,10 +24,14 @@ const READ_CHUNK: usize = 256;
 /// Stored transitions fetched per store query during a replay.
 const PAGE: usize = 10_000;
 
-/// Runs an upgraded connection until it closes.
-pub async fn run(shard: Rc<Shard>, up: Upgraded<TcpStream>) {
+/// Runs an upgraded connection (plain TCP, or TLS for wss) until it closes. `fd` is the
+/// underlying TCP socket: it sizes the kernel send buffer and lets the hub shut the
+/// connection down from outside the session.
+pub async fn run<S>(shard: Rc<Shard>, up: Upgraded<S>, fd: RawFd)
+where
+    S: Split + AsyncReadRent + AsyncWriteRent + 'static,
+{
     let hub = shard.ws_hub().clone();
-    let fd = up.stream.as_raw_fd();
     let sndbuf = hub.cfg.send_buffer_bytes;
     if sndbuf > 0 {
         let v = libc::c_int::try_from(sndbuf).unwrap_or(libc::c_int::MAX);
@@ -70,11 +73,11 @@ struct Assembly {
     data: Vec<u8>,
 }
 
-async fn reader(
+async fn reader<S: Split + AsyncReadRent + AsyncWriteRent>(
     shard: &Rc<Shard>,
     hub: &Rc<Hub>,
     c: &Rc<Client>,
-    rd: &mut OwnedReadHalf<TcpStream>,
+    rd: &mut OwnedReadHalf<S>,
     mut buf: Vec<u8>,
 ) {
     let mut msg = Assembly::default();
@@ -314,7 +317,11 @@ async fn load_since(shard: &Rc<Shard>, since: u64) -> Result<Vec<Transition>, St
     }
 }
 
-async fn writer(hub: Rc<Hub>, c: Rc<Client>, mut wr: OwnedWriteHalf<TcpStream>) {
+async fn writer<S: Split + AsyncReadRent + AsyncWriteRent>(
+    hub: Rc<Hub>,
+    c: Rc<Client>,
+    mut wr: OwnedWriteHalf<S>,
+) {
     loop {
         if c.done.get() {
             return;

@@ -478,27 +478,15 @@ impl Shard {
 
     /// Current state of every service on every shard, gathered through the mesh.
     pub(crate) async fn all_service_states(&self) -> Vec<ws::protocol::ServiceState> {
+        let pending = ask_others(&self.shared, self.id, ShardMsg::States);
         let mut all = self.local_states();
-        let mut pending = Vec::new();
-        for to in 0..self.shared.mesh.shards() {
-            if to == self.id {
-                continue;
-            }
-            let (tx, rx) = futures_channel::oneshot::channel();
-            if self
-                .shared
-                .mesh
-                .send(From::Shard(self.id), to, ShardMsg::States(tx))
-                .is_ok()
-            {
-                pending.push(rx);
-            }
-        }
-        for rx in pending {
-            // Like /metrics: a shard busy for over a second is left out rather than hang.
-            if let Ok(Ok(s)) = monoio::time::timeout(Duration::from_secs(1), rx).await {
-                all.extend(s);
-            }
+        // Like /metrics: a shard busy for over a second is left out rather than hang.
+        for s in gather(pending, Duration::from_secs(1))
+            .await
+            .into_iter()
+            .flatten()
+        {
+            all.extend(s);
         }
         all
     }
@@ -531,28 +519,15 @@ impl Shard {
 
     /// Collects every shard's snapshot through the mesh and renders `/metrics`.
     async fn metrics(&self) -> String {
+        let pending = ask_others(&self.shared, self.id, ShardMsg::Stats);
         let mut snaps = vec![self.snapshot()];
-        let mut pending = Vec::new();
-        for to in 0..self.shared.mesh.shards() {
-            if to == self.id {
-                continue;
-            }
-            let (tx, rx) = futures_channel::oneshot::channel();
-            if self
-                .shared
-                .mesh
-                .send(From::Shard(self.id), to, ShardMsg::Stats(tx))
-                .is_ok()
-            {
-                pending.push(rx);
-            }
-        }
-        for rx in pending {
-            // A shard busy for over a second is left out of this scrape rather than hang it.
-            if let Ok(Ok(s)) = monoio::time::timeout(Duration::from_secs(1), rx).await {
-                snaps.push(s);
-            }
-        }
+        // A shard busy for over a second is left out of this scrape rather than hang it.
+        snaps.extend(
+            gather(pending, Duration::from_secs(1))
+                .await
+                .into_iter()
+                .flatten(),
+        );
         snaps.sort_by_key(|s| s.shard);
         let store = &self.shared.store;
         let global = GlobalStats {
@@ -686,6 +661,45 @@ impl Shard {
             "shard stopped"
         );
     }
+}
+
+/// A reply awaited from another shard; `None` where the ring to it was full.
+pub(crate) type Pending<T> = Option<futures_channel::oneshot::Receiver<T>>;
+
+/// Sends `make(reply)` to every shard but `me` through the mesh, without waiting; pair with
+/// `gather`. Doing local work between the two lets every shard work at once.
+pub(crate) fn ask_others<T>(
+    shared: &Shared,
+    me: usize,
+    make: impl Fn(futures_channel::oneshot::Sender<T>) -> ShardMsg,
+) -> Vec<Pending<T>> {
+    (0..shared.mesh.shards())
+        .filter(|to| *to != me)
+        .map(|to| {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            shared
+                .mesh
+                .send(From::Shard(me), to, make(tx))
+                .ok()
+                .map(|()| rx)
+        })
+        .collect()
+}
+
+/// Awaits the answers of `ask_others`, each for at most `wait`; `None` for a shard that could
+/// not be asked or did not answer in time.
+pub(crate) async fn gather<T>(pending: Vec<Pending<T>>, wait: Duration) -> Vec<Option<T>> {
+    let mut out = Vec::with_capacity(pending.len());
+    for rx in pending {
+        out.push(match rx {
+            Some(rx) => monoio::time::timeout(wait, rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        });
+    }
+    out
 }
 
 /// True when two definitions probe the same way (TLS settings aside).

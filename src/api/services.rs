@@ -330,7 +330,6 @@ async fn list<H: Host>(host: &H, pairs: &[(String, String)]) -> Result<Response,
         ),
     };
     let tag = param(pairs, "tag").map(str::to_string);
-    let n = host.shared().mesh.shards();
     let mut items = Vec::new();
     // One extra item per shard tells whether another page exists.
     let make = || Op::List {
@@ -339,28 +338,18 @@ async fn list<H: Host>(host: &H, pairs: &[(String, String)]) -> Result<Response,
         after,
         limit: limit + 1,
     };
-    let mut pending = Vec::new();
-    for to in 0..n {
-        if to == host.shard_id() {
-            continue;
-        }
-        let (tx, rx) = futures_channel::oneshot::channel();
-        if host
-            .shared()
-            .mesh
-            .send(From::Shard(host.shard_id()), to, ShardMsg::Api(make(), tx))
-            .is_err()
-        {
-            return Err(busy("shard mesh ring full"));
-        }
-        pending.push(rx);
+    let pending = crate::shard::ask_others(host.shared(), host.shard_id(), |tx| {
+        ShardMsg::Api(make(), tx)
+    });
+    if pending.iter().any(Option::is_none) {
+        return Err(busy("shard mesh ring full"));
     }
     items.extend(apply(host, make()).await?);
-    for rx in pending {
+    for r in crate::shard::gather(pending, FORWARD_TIMEOUT).await {
         // A partial list would silently hide services, so a missing shard fails the request.
-        match monoio::time::timeout(FORWARD_TIMEOUT, rx).await {
-            Ok(Ok(r)) => items.extend(r?),
-            _ => return Err(busy("a shard did not answer in time")),
+        match r {
+            Some(r) => items.extend(r?),
+            None => return Err(busy("a shard did not answer in time")),
         }
     }
     items.sort_by_key(|v| v.spec.id);

@@ -20,7 +20,8 @@ fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("valid histogram bounds")
 }
 
-fn record(h: &mut Histogram<u64>, d: Duration) {
+/// Records a duration in microseconds, clamped to the histograms' bounds.
+pub(crate) fn record(h: &mut Histogram<u64>, d: Duration) {
     let us = (d.as_micros() as u64).clamp(1, HIST_MAX_US);
     // `saturating_record` cannot fail for values within bounds.
     h.saturating_record(us);
@@ -179,6 +180,31 @@ impl ShardStats {
         self.http_rejected[i] += 1;
     }
 
+    /// Adds another shard's figures (scrape time only).
+    pub fn merge(&mut self, st: &ShardStats) {
+        fn add<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+            for (a, b) in a.iter_mut().zip(b) {
+                *a += b;
+            }
+        }
+        self.probes_ok += st.probes_ok;
+        add(&mut self.probes_failed, &st.probes_failed);
+        // Same bounds on both sides, so `add` cannot fail.
+        let _ = self.probe_latency.add(&st.probe_latency);
+        let _ = self.schedule_lag.add(&st.schedule_lag);
+        self.transitions += st.transitions;
+        self.skipped_overlap += st.skipped_overlap;
+        self.skipped_behind += st.skipped_behind;
+        self.results_dropped += st.results_dropped;
+        self.http_requests += st.http_requests;
+        self.http_connections += st.http_connections;
+        add(&mut self.http_rejected, &st.http_rejected);
+        self.mesh_received += st.mesh_received;
+        self.events_received += st.events_received;
+        self.ws.merge(&st.ws);
+        add(&mut self.api_responses, &st.api_responses);
+    }
+
     /// Total probes finished.
     pub fn probes_total(&self) -> u64 {
         self.probes_ok + self.probes_failed.iter().sum::<u64>()
@@ -304,29 +330,7 @@ pub fn render(snaps: &[StatsSnapshot], global: &GlobalStats) -> String {
     let mut prober = ProberCounters::default();
     let mut mesh_dropped = 0;
     for s in snaps {
-        let st = &s.stats;
-        merged.probes_ok += st.probes_ok;
-        for (a, b) in merged.probes_failed.iter_mut().zip(st.probes_failed) {
-            *a += b;
-        }
-        // Same bounds on both sides, so `add` cannot fail.
-        let _ = merged.probe_latency.add(&st.probe_latency);
-        let _ = merged.schedule_lag.add(&st.schedule_lag);
-        merged.transitions += st.transitions;
-        merged.skipped_overlap += st.skipped_overlap;
-        merged.skipped_behind += st.skipped_behind;
-        merged.results_dropped += st.results_dropped;
-        merged.http_requests += st.http_requests;
-        merged.http_connections += st.http_connections;
-        for (a, b) in merged.http_rejected.iter_mut().zip(st.http_rejected) {
-            *a += b;
-        }
-        merged.mesh_received += st.mesh_received;
-        merged.events_received += st.events_received;
-        merged.ws.merge(&st.ws);
-        for (a, b) in merged.api_responses.iter_mut().zip(st.api_responses) {
-            *a += b;
-        }
+        merged.merge(&s.stats);
         for (a, b) in services.iter_mut().zip(s.services) {
             *a += b;
         }

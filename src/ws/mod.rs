@@ -124,8 +124,7 @@ impl WsStats {
 
     /// Records one push latency.
     pub fn push(&mut self, d: Duration) {
-        let us = (d.as_micros() as u64).clamp(1, 3_600_000_000);
-        self.push_latency.saturating_record(us);
+        crate::stats::record(&mut self.push_latency, d);
     }
 
     /// Adds another shard's figures.

@@ -514,6 +514,9 @@ fn writer_runs_retention() {
     c.retention = Some(Duration::from_secs(3600));
     let (w, h, _) = Writer::spawn_tuned(Box::new(sqlite(&path)), &c, fast()).unwrap();
     let reader = SqliteStore::open_read_only(&path).unwrap();
+    // The one recent record this test adds; pushed before the loop because retention may
+    // finish before the loop's first count, and then the loop body never runs.
+    assert!(h.push(Record::Result(result(sid, now + 1))));
     let deadline = Instant::now() + Duration::from_secs(5);
     while reader.count_results(sid).unwrap() > 6 && Instant::now() < deadline {
         // Keep batches flowing too: retention steps interleave with them.

@@ -250,14 +250,16 @@ impl Conn {
     }
 }
 
-/// Probe start and the whole-probe deadline every phase is clipped to.
+/// Probe start, the whole-probe deadline every phase is clipped to, and the phase running now
+/// (so the one whole-probe timer can say where it fired).
 #[derive(Clone, Copy)]
-struct Clock {
+struct Clock<'a> {
     start: Instant,
     deadline: Instant,
+    phase: &'a Cell<&'static str>,
 }
 
-impl Clock {
+impl Clock<'_> {
     fn timeout(&self, phase: &'static str) -> ProbeError {
         ProbeError::Timeout {
             phase,
@@ -266,18 +268,23 @@ impl Clock {
     }
 }
 
-/// Runs `fut` for at most the phase limit, clipped to what is left of the probe.
+/// Runs `fut` as `phase`, for at most the phase limit. Only a limit tighter than what is left of
+/// the probe needs a timer of its own; otherwise the whole-probe timer around `Prober::run`
+/// covers it, so a default probe arms one timer instead of one per phase.
 async fn within<T>(
     phase: &'static str,
     limit: Option<Duration>,
-    clock: Clock,
+    clock: Clock<'_>,
     fut: impl Future<Output = T>,
 ) -> Result<T, ProbeError> {
+    clock.phase.set(phase);
     let remaining = clock.deadline.saturating_duration_since(Instant::now());
-    let limit = limit.map_or(remaining, |l| l.min(remaining));
-    monoio::time::timeout(limit, fut)
-        .await
-        .map_err(|_| clock.timeout(phase))
+    match limit {
+        Some(l) if l < remaining => monoio::time::timeout(l, fut)
+            .await
+            .map_err(|_| clock.timeout(phase)),
+        _ => Ok(fut.await),
+    }
 }
 
 /// What one request/response exchange saw, kept even when it fails part-way.
@@ -336,9 +343,28 @@ impl Prober {
             .checked_add(spec.timeout)
             .or_else(|| start.checked_add(Duration::from_secs(86_400)))
             .unwrap_or(start);
-        let clock = Clock { start, deadline };
+        let phase = Cell::new("dns");
+        let clock = Clock {
+            start,
+            deadline,
+            phase: &phase,
+        };
         let mut report = ProbeReport::default();
-        let outcome = self.run(spec, clock, &mut report).await;
+        // Kept outside `run` so what the exchange saw survives the whole-probe timer firing.
+        let mut progress = Progress::default();
+        let budget = deadline.saturating_duration_since(start);
+        let run = self.run(spec, clock, &mut report, &mut progress);
+        let outcome = match monoio::time::timeout(budget, run).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                report.bytes = progress.bytes;
+                report.status_code = progress.status;
+                if let Some(at) = progress.first_byte {
+                    report.timings.first_byte = at.saturating_duration_since(start);
+                }
+                Err(clock.timeout(phase.get()))
+            }
+        };
         report.timings.total = start.elapsed();
         report.error = match outcome {
             Err(e) => Some(e),
@@ -370,8 +396,9 @@ impl Prober {
     async fn run(
         &self,
         spec: &ServiceSpec,
-        clock: Clock,
+        clock: Clock<'_>,
         report: &mut ProbeReport,
+        progress: &mut Progress,
     ) -> Result<bool, ProbeError> {
         let target = &spec.target;
         let addr = within("dns", None, clock, self.resolve(&target.host, target.port))
@@ -410,8 +437,9 @@ impl Prober {
             if reused {
                 self.reused.set(self.reused.get() + 1);
             }
-            let mut progress = Progress::default();
-            let res = self.exchange(&mut conn, spec, clock, &mut progress).await;
+            *progress = Progress::default();
+            report.reused = reused;
+            let res = self.exchange(&mut conn, spec, clock, progress).await;
             report.bytes = progress.bytes;
             report.status_code = progress.status;
             report.reused = reused;
@@ -465,7 +493,7 @@ impl Prober {
         spec: &ServiceSpec,
         addr: SocketAddr,
         tls_config: Option<&Arc<rustls::ClientConfig>>,
-        clock: Clock,
+        clock: Clock<'_>,
         report: &mut ProbeReport,
     ) -> Result<Conn, ProbeError> {
         let t0 = Instant::now();
@@ -514,7 +542,7 @@ impl Prober {
         &self,
         conn: &mut Conn,
         spec: &ServiceSpec,
-        clock: Clock,
+        clock: Clock<'_>,
         progress: &mut Progress,
     ) -> Result<Exchange, ProbeError> {
         http1::encode_request(spec, &mut conn.wbuf);

@@ -10,5 +10,6 @@ pub mod fleet;
 pub mod genconfig;
 pub mod ports;
 pub mod procstat;
+pub mod report;
 pub mod script;
 pub mod swarm;

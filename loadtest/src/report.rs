@@ -38,8 +38,8 @@ pub struct Report<'a> {
     pub scenario: &'a str,
     /// Summary figures, in display order.
     pub summary: &'a [Metric],
-    /// Latency histogram, recorded in microseconds.
-    pub latency_us: &'a Histogram<u64>,
+    /// Latency distribution.
+    pub latency: Latency<'a>,
     /// What the latency histogram measures (plot title), e.g. `probe latency`.
     pub latency_label: &'a str,
     /// Throughput over time: (seconds since start, value).
@@ -48,15 +48,72 @@ pub struct Report<'a> {
     pub throughput_label: &'a str,
 }
 
+/// A latency distribution: a full HDR histogram, or the percentile points a Prometheus
+/// summary exposes (when the histogram lives in another process).
+#[derive(Clone, Copy)]
+pub enum Latency<'a> {
+    /// An HDR histogram recorded in microseconds.
+    Hdr(&'a Histogram<u64>),
+    /// `(percentile, ms)` points, ascending in percentile, and the sample count.
+    Quantiles {
+        /// `(percentile in 0..100, milliseconds)`; non-finite values are skipped.
+        points: &'a [(f64, f64)],
+        /// How many samples the points summarize.
+        count: u64,
+    },
+}
+
+impl Latency<'_> {
+    /// Number of samples.
+    pub fn count(&self) -> u64 {
+        match self {
+            Latency::Hdr(h) => h.len(),
+            Latency::Quantiles { count, .. } => *count,
+        }
+    }
+
+    /// Latency at percentile `pct` in ms; for quantile points only an exact point is known.
+    pub fn ms_at(&self, pct: f64) -> Option<f64> {
+        match self {
+            Latency::Hdr(h) if h.is_empty() => None,
+            Latency::Hdr(h) => Some(h.value_at_quantile(pct / 100.0) as f64 / 1000.0),
+            Latency::Quantiles { points, .. } => points
+                .iter()
+                .find(|p| (p.0 - pct).abs() < 1e-9 && p.1.is_finite())
+                .map(|p| p.1),
+        }
+    }
+
+    /// Largest value in ms, when known.
+    pub fn max_ms(&self) -> Option<f64> {
+        match self {
+            Latency::Hdr(h) if !h.is_empty() => Some(h.max() as f64 / 1000.0),
+            _ => None,
+        }
+    }
+
+    /// Plot points: `(log10(1/(1-p)), ms)`.
+    fn plot_points(&self) -> Vec<(f64, f64)> {
+        match self {
+            // x from 0 (p0) to 5 (p99.999) in 0.05 steps: 101 points.
+            Latency::Hdr(_) => (0..=100)
+                .filter_map(|i| {
+                    let x = i as f64 * 0.05;
+                    let pct = (1.0 - 10f64.powf(-x)) * 100.0;
+                    self.ms_at(pct).map(|ms| (x, ms))
+                })
+                .collect(),
+            Latency::Quantiles { points, .. } => points
+                .iter()
+                .filter(|p| p.0 < 100.0 && p.1.is_finite())
+                .map(|&(pct, ms)| ((1.0 / (1.0 - pct / 100.0)).log10(), ms))
+                .collect(),
+        }
+    }
+}
+
 /// Percentiles shown in the Markdown and JSON summaries and as plot ticks.
 pub const PERCENTILES: [f64; 5] = [50.0, 90.0, 99.0, 99.9, 99.99];
-
-fn ms_at(h: &Histogram<u64>, pct: f64) -> f64 {
-    if h.is_empty() {
-        return 0.0;
-    }
-    h.value_at_quantile(pct / 100.0) as f64 / 1000.0
-}
 
 fn pct_key(p: f64) -> String {
     format!("p{}", p.to_string().replace('.', "_"))
@@ -69,16 +126,11 @@ pub fn to_json(r: &Report) -> Value {
         summary.insert(m.key.clone(), json!({ "value": m.value, "unit": m.unit }));
     }
     let mut lat = Map::new();
-    lat.insert("count".into(), json!(r.latency_us.len()));
+    lat.insert("count".into(), json!(r.latency.count()));
     for p in PERCENTILES {
-        lat.insert(pct_key(p), json!(ms_at(r.latency_us, p)));
+        lat.insert(pct_key(p), json!(r.latency.ms_at(p)));
     }
-    let max = if r.latency_us.is_empty() {
-        0.0
-    } else {
-        r.latency_us.max() as f64 / 1000.0
-    };
-    lat.insert("max".into(), json!(max));
+    lat.insert("max".into(), json!(r.latency.max_ms()));
     json!({
         "scenario": r.scenario,
         "summary": summary,
@@ -104,7 +156,7 @@ pub fn to_markdown(r: &Report) -> String {
         s,
         "\n## {} (ms, {} samples)\n",
         r.latency_label,
-        r.latency_us.len()
+        r.latency.count()
     );
     let _ = writeln!(
         s,
@@ -112,7 +164,11 @@ pub fn to_markdown(r: &Report) -> String {
     );
     let cells: Vec<String> = PERCENTILES
         .iter()
-        .map(|&p| format!("{:.3}", ms_at(r.latency_us, p)))
+        .map(|&p| {
+            r.latency
+                .ms_at(p)
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"))
+        })
         .collect();
     let _ = writeln!(s, "| {} |", cells.join(" | "));
     let _ = writeln!(
@@ -251,14 +307,7 @@ fn fmt_tick(v: f64) -> String {
 
 /// The HDR-style percentile plot: x = log10(1/(1-p)), y = latency in ms.
 pub fn latency_svg(r: &Report) -> String {
-    // x from 0 (p0) to 5 (p99.999), 0.05 steps: 101 points.
-    let points: Vec<(f64, f64)> = (0..=100)
-        .map(|i| {
-            let x = i as f64 * 0.05;
-            let q = 1.0 - 10f64.powf(-x);
-            (x, ms_at(r.latency_us, q * 100.0))
-        })
-        .collect();
+    let points = r.latency.plot_points();
     let ticks: Vec<(f64, String)> = PERCENTILES
         .iter()
         .map(|&p| ((1.0 / (1.0 - p / 100.0)).log10(), format!("{p}%")))
@@ -267,7 +316,7 @@ pub fn latency_svg(r: &Report) -> String {
         &format!(
             "{} by percentile ({} samples)",
             r.latency_label,
-            r.latency_us.len()
+            r.latency.count()
         ),
         "percentile (log 1/(1-p))",
         "ms",
@@ -330,7 +379,7 @@ mod tests {
         let r = Report {
             scenario: "probe",
             summary: &summary,
-            latency_us: &h,
+            latency: Latency::Hdr(&h),
             latency_label: "probe latency",
             throughput: &tp,
             throughput_label: "probes/s",
@@ -360,13 +409,27 @@ mod tests {
         let r = Report {
             scenario: "x",
             summary: &[],
-            latency_us: &h,
+            latency: Latency::Hdr(&h),
             latency_label: "l",
             throughput: &[],
             throughput_label: "t<&>",
         };
         check_svg(&latency_svg(&r));
         check_svg(&throughput_svg(&r));
-        assert!(to_json(&r)["latency"]["percentiles"]["p99"] == 0.0);
+        assert!(to_json(&r)["latency"]["percentiles"]["p99"].is_null());
+        let pts = [(50.0, 1.5), (90.0, 2.0), (99.0, f64::NAN), (99.9, 9.0)];
+        let q = Report {
+            latency: Latency::Quantiles {
+                points: &pts,
+                count: 7,
+            },
+            ..r
+        };
+        let svg = latency_svg(&q);
+        check_svg(&svg);
+        let j = to_json(&q);
+        assert_eq!(j["latency"]["percentiles"]["p90"], 2.0);
+        assert!(j["latency"]["percentiles"]["p99"].is_null());
+        assert!(to_markdown(&q).contains("| 1.500 | 2.000 | - | 9.000 | - |"));
     }
 }

@@ -11,5 +11,6 @@ pub mod genconfig;
 pub mod ports;
 pub mod procstat;
 pub mod report;
+pub mod scenario;
 pub mod script;
 pub mod swarm;

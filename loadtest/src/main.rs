@@ -121,6 +121,48 @@ enum Cmd {
         #[arg(long, default_value = "legacy")]
         driver: String,
     },
+    /// Probe scenario: start a scripted fleet and a ringwatch (or sample one already running
+    /// with --url), scrape /metrics every second, and write a report directory.
+    Probe {
+        /// Measurement duration, seconds (1..=600).
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Services in the generated config.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Probe interval of every service.
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        /// Probe timeout (must be shorter than the interval).
+        #[arg(long, default_value = "800ms")]
+        timeout: String,
+        /// Path every service probes; default: the scripted mix (90% /ok, 5% /delay/50,
+        /// 3% /flap/30000, 2% /status/503).
+        #[arg(long)]
+        path: Option<String>,
+        /// Fleet ports (`0`: one ephemeral port).
+        #[arg(long, default_value = "20000-20099", value_parser = ports::parse_ports)]
+        fleet_ports: std::vec::Vec<u16>,
+        /// Fleet threads.
+        #[arg(long, default_value_t = 1)]
+        fleet_threads: usize,
+        /// ringwatch shards (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        shards: usize,
+        /// ringwatch binary to start.
+        #[arg(long, default_value = "target/release/ringwatch")]
+        ringwatch: std::path::PathBuf,
+        /// Sample an already running ringwatch at this loopback address instead (no fleet,
+        /// no child), e.g. http://127.0.0.1:18080.
+        #[arg(long, value_parser = ringwatch_loadtest::scenario::parse_url)]
+        url: Option<std::net::SocketAddr>,
+        /// With --url: ringwatch's pid, for its CPU-seconds.
+        #[arg(long, requires = "url")]
+        pid: Option<u32>,
+        /// Report directory (default: loadtest/reports/probe-<unix time>).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Print a process's CPU-seconds and RSS from /proc as JSON.
     Procstat {
         /// Process id.
@@ -234,6 +276,52 @@ fn run(cli: Cli) -> Result<(), String> {
                 uring: driver == "uring",
             })?;
             println!("{}", report.to_json());
+            Ok(())
+        }
+        Cmd::Probe {
+            duration,
+            services,
+            interval,
+            timeout,
+            path,
+            fleet_ports,
+            fleet_threads,
+            shards,
+            ringwatch,
+            url,
+            pid,
+            out,
+        } => {
+            raise_nofile_limit();
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, stop.clone())
+                    .map_err(|e| format!("signal: {e}"))?;
+            }
+            let out = out.unwrap_or_else(|| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                std::path::PathBuf::from(format!("loadtest/reports/probe-{now}"))
+            });
+            let dir = ringwatch_loadtest::scenario::run_probe(
+                &ringwatch_loadtest::scenario::ProbeScenario {
+                    duration_s: duration,
+                    services,
+                    fleet_ports,
+                    fleet_threads,
+                    path,
+                    interval,
+                    timeout,
+                    shards,
+                    ringwatch,
+                    url,
+                    pid,
+                    out,
+                    stop,
+                },
+            )?;
+            println!("{}", dir.display());
             Ok(())
         }
         Cmd::Procstat { pid, window } => {

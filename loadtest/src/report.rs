@@ -193,6 +193,7 @@ fn esc(s: &str) -> String {
 
 /// A line plot: `points` in data space, x ticks `(value, label)`, y from 0 to the max.
 fn line_svg(
+    xrange: Option<(f64, f64)>,
     title: &str,
     xlabel: &str,
     ylabel: &str,
@@ -210,7 +211,9 @@ fn line_svg(
         .map(|p| p.0)
         .filter(finite)
         .fold(f64::NEG_INFINITY, f64::max);
-    let (xmin, xmax) = if xmin.is_finite() && xmax > xmin {
+    let (xmin, xmax) = if let Some(r) = xrange {
+        r
+    } else if xmin.is_finite() && xmax > xmin {
         (xmin, xmax)
     } else {
         (0.0, 1.0)
@@ -296,7 +299,7 @@ fn line_svg(
 }
 
 fn fmt_tick(v: f64) -> String {
-    if v >= 100.0 {
+    if v == 0.0 || v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 1.0 {
         format!("{v:.1}")
@@ -312,7 +315,13 @@ pub fn latency_svg(r: &Report) -> String {
         .iter()
         .map(|&p| ((1.0 / (1.0 - p / 100.0)).log10(), format!("{p}%")))
         .collect();
+    // From p0 to p99.999 (HDR) or p99.99 (summary points), so every tick shows.
+    let xmax = match r.latency {
+        Latency::Hdr(_) => 5.0,
+        Latency::Quantiles { .. } => 4.0,
+    };
     line_svg(
+        Some((0.0, xmax)),
         &format!(
             "{} by percentile ({} samples)",
             r.latency_label,
@@ -333,6 +342,7 @@ pub fn throughput_svg(r: &Report) -> String {
         .map(|i| (i as f64 * step, format!("{}", i as f64 * step)))
         .collect();
     line_svg(
+        Some((0.0, end.max(1.0))),
         &format!("{} over time", r.throughput_label),
         "seconds",
         r.throughput_label,

@@ -116,6 +116,10 @@ pub struct MetricsSample {
     pub latency: Vec<(f64, f64)>,
     /// `ringwatch_probe_latency_seconds_count`.
     pub latency_count: f64,
+    /// `ringwatch_ws_messages_sent_total`.
+    pub ws_messages_sent: f64,
+    /// `ringwatch_transitions_total` (summed over labels).
+    pub transitions: f64,
 }
 
 impl MetricsSample {
@@ -177,6 +181,8 @@ pub fn parse_metrics(text: &str) -> MetricsSample {
                 }
             }
             "ringwatch_probe_latency_seconds_count" => m.latency_count = v,
+            "ringwatch_ws_messages_sent_total" => m.ws_messages_sent += v,
+            "ringwatch_transitions_total" => m.transitions += v,
             _ => {}
         }
     }
@@ -237,8 +243,30 @@ fn wait_healthy(
     Err(format!("ringwatch at {addr} not healthy within {within:?}"))
 }
 
-/// Runs the scenario and writes the report; returns the report directory.
-pub fn run_probe(cfg: &ProbeScenario) -> Result<PathBuf, String> {
+/// A running fleet and ringwatch child (or the address of one already running). Dropping it
+/// kills and reaps the child and removes its temporary database directory.
+pub struct Stack {
+    /// ringwatch's address.
+    pub addr: SocketAddr,
+    /// ringwatch's pid, when known (for `/proc` figures).
+    pub pid: Option<u32>,
+    /// Services configured, when this run generated the config.
+    pub services: Option<usize>,
+    child: Option<ChildGuard>,
+    tmp: Option<PathBuf>,
+    _fleet: Option<Fleet>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        drop(self.child.take());
+        if let Some(dir) = self.tmp.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn check_common(cfg: &ProbeScenario) -> Result<(), String> {
     if !(1..=MAX_DURATION_S).contains(&cfg.duration_s) {
         return Err(format!("--duration must be 1..={MAX_DURATION_S} seconds"));
     }
@@ -247,80 +275,237 @@ pub fn run_probe(cfg: &ProbeScenario) -> Result<PathBuf, String> {
     }
     genconfig::check_duration(&cfg.interval)?;
     genconfig::check_duration(&cfg.timeout)?;
-    std::fs::create_dir_all(&cfg.out).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| format!("{}: {e}", cfg.out.display()))
+}
 
-    // Keep the fleet and the child alive until the end of this function; the guard kills
-    // ringwatch on every return path.
-    let mut _fleet: Option<Fleet> = None;
-    let mut child: Option<ChildGuard> = None;
-    let mut tmp: Option<PathBuf> = None;
-    let (addr, pid, services) = match cfg.url {
-        Some(addr) => {
-            eprintln!("probe: sampling the ringwatch already running at {addr}");
-            (addr, cfg.pid, None)
-        }
-        None => {
-            let mut fc = FleetConfig::local(cfg.fleet_ports.clone());
-            fc.threads = cfg.fleet_threads.max(1);
-            let fleet = Fleet::start(fc).map_err(|e| format!("fleet: {e}"))?;
-            let ports = fleet.ports().to_vec();
-            _fleet = Some(fleet);
-            let port = free_port()?;
-            let dir = std::env::temp_dir()
-                .join(format!("ringwatch-loadtest-{}-{port}", std::process::id()));
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            tmp = Some(dir.clone());
-            let gc = GenConfig {
-                services: cfg.services,
-                ports,
-                host: "127.0.0.1".into(),
-                path: cfg.path.clone().unwrap_or_else(|| "/ok".into()),
-                mix: cfg.path.is_none(),
-                interval: cfg.interval.clone(),
-                timeout: cfg.timeout.clone(),
-                jitter: "10%".into(),
-                listen: format!("127.0.0.1:{port}"),
-                shards: cfg.shards,
-                db: dir.join("ringwatch.db").display().to_string(),
-            };
-            let conf_path = cfg.out.join("ringwatch.yaml");
-            let mut f = std::fs::File::create(&conf_path)
-                .map_err(|e| format!("{}: {e}", conf_path.display()))?;
-            genconfig::write_config(&gc, &mut f)
-                .and_then(|()| f.flush())
-                .map_err(|e| format!("{}: {e}", conf_path.display()))?;
-            let log_path = cfg.out.join("ringwatch.log");
-            let log = std::fs::File::create(&log_path)
-                .map_err(|e| format!("{}: {e}", log_path.display()))?;
-            let log2 = log.try_clone().map_err(|e| format!("log: {e}"))?;
-            let c = Command::new(&cfg.ringwatch)
-                .arg("run")
-                .arg("--config")
-                .arg(&conf_path)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log2)
-                .spawn()
-                .map_err(|e| format!("starting {}: {e}", cfg.ringwatch.display()))?;
-            let pid = c.id();
-            let g = child.insert(ChildGuard(c));
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            wait_healthy(addr, &mut g.0, Duration::from_secs(60), &log_path)?;
-            eprintln!(
-                "probe: ringwatch pid {pid} on {addr}, {} services every {} over {} fleet port(s)",
-                cfg.services,
-                cfg.interval,
-                gc.ports.len()
-            );
-            (addr, Some(pid), Some(cfg.services))
-        }
+/// Starts the fleet and a ringwatch child as `cfg` says (writing `OUT/ringwatch.yaml` and
+/// `OUT/ringwatch.log`), or only checks `cfg.url`; `tag` prefixes the messages.
+pub fn start_stack(cfg: &ProbeScenario, tag: &str) -> Result<Stack, String> {
+    let mut stack = Stack {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        pid: None,
+        services: None,
+        child: None,
+        tmp: None,
+        _fleet: None,
     };
-    let result = sample_and_report(cfg, addr, pid, services);
-    drop(child);
-    if let Some(dir) = tmp {
-        let _ = std::fs::remove_dir_all(dir);
+    if let Some(addr) = cfg.url {
+        eprintln!("{tag}: using the ringwatch already running at {addr}");
+        stack.addr = addr;
+        stack.pid = cfg.pid;
+        return Ok(stack);
     }
-    result
+    let mut fc = FleetConfig::local(cfg.fleet_ports.clone());
+    fc.threads = cfg.fleet_threads.max(1);
+    let fleet = Fleet::start(fc).map_err(|e| format!("fleet: {e}"))?;
+    let ports = fleet.ports().to_vec();
+    stack._fleet = Some(fleet);
+    let port = free_port()?;
+    let dir =
+        std::env::temp_dir().join(format!("ringwatch-loadtest-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    stack.tmp = Some(dir.clone());
+    let gc = GenConfig {
+        services: cfg.services,
+        ports,
+        host: "127.0.0.1".into(),
+        path: cfg.path.clone().unwrap_or_else(|| "/ok".into()),
+        mix: cfg.path.is_none(),
+        interval: cfg.interval.clone(),
+        timeout: cfg.timeout.clone(),
+        jitter: "10%".into(),
+        listen: format!("127.0.0.1:{port}"),
+        shards: cfg.shards,
+        db: dir.join("ringwatch.db").display().to_string(),
+    };
+    let conf_path = cfg.out.join("ringwatch.yaml");
+    let mut f =
+        std::fs::File::create(&conf_path).map_err(|e| format!("{}: {e}", conf_path.display()))?;
+    genconfig::write_config(&gc, &mut f)
+        .and_then(|()| f.flush())
+        .map_err(|e| format!("{}: {e}", conf_path.display()))?;
+    let log_path = cfg.out.join("ringwatch.log");
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log2 = log.try_clone().map_err(|e| format!("log: {e}"))?;
+    let c = Command::new(&cfg.ringwatch)
+        .arg("run")
+        .arg("--config")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", cfg.ringwatch.display()))?;
+    let pid = c.id();
+    let g = stack.child.insert(ChildGuard(c));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_healthy(addr, &mut g.0, Duration::from_secs(60), &log_path)?;
+    eprintln!(
+        "{tag}: ringwatch pid {pid} on {addr}, {} services every {} over {} fleet port(s)",
+        cfg.services,
+        cfg.interval,
+        gc.ports.len()
+    );
+    stack.addr = addr;
+    stack.pid = Some(pid);
+    stack.services = Some(cfg.services);
+    Ok(stack)
+}
+
+/// Runs the scenario and writes the report; returns the report directory.
+pub fn run_probe(cfg: &ProbeScenario) -> Result<PathBuf, String> {
+    check_common(cfg)?;
+    let stack = start_stack(cfg, "probe")?;
+    sample_and_report(cfg, stack.addr, stack.pid, stack.services)
+}
+
+/// Most WebSocket clients one fanout run connects.
+pub const MAX_CLIENTS: usize = 100_000;
+
+/// Settings of one `fanout` run: the stack of `base` (whose services flap), plus a swarm.
+#[derive(Debug, Clone)]
+pub struct FanoutScenario {
+    /// Stack, duration and output settings; `base.path` should flap (`/flap/MS`).
+    pub base: ProbeScenario,
+    /// WebSocket clients.
+    pub clients: usize,
+    /// First client source address (127.0.0.0/8).
+    pub source: std::net::Ipv4Addr,
+    /// Consecutive source addresses to spread clients over.
+    pub sources: usize,
+    /// Swarm threads.
+    pub threads: usize,
+    /// Seconds between connecting and measuring.
+    pub warmup_s: f64,
+}
+
+/// Runs the fanout scenario: every transition the flapping fleet causes is pushed to every
+/// client; reports status-change -> receipt latency (HDR, at every client), delivered
+/// messages/s, and ringwatch's RSS per client.
+pub fn run_fanout(f: &FanoutScenario) -> Result<PathBuf, String> {
+    let cfg = &f.base;
+    check_common(cfg)?;
+    if !(1..=MAX_CLIENTS).contains(&f.clients) {
+        return Err(format!("--clients must be 1..={MAX_CLIENTS}"));
+    }
+    if !f.source.is_loopback() {
+        return Err("--source must be in 127.0.0.0/8".into());
+    }
+    let warmup = f.warmup_s.clamp(0.0, 60.0);
+    let stack = start_stack(cfg, "fanout")?;
+    let rss = |pid: Option<u32>| {
+        pid.and_then(|p| procstat::sample(p).ok())
+            .map_or(f64::NAN, |s| s.rss_kib as f64)
+    };
+    let rss0 = rss(stack.pid);
+    let first = scrape(stack.addr)?;
+    let cpu0 = cpu_s(stack.pid);
+    let swarm_cfg = crate::swarm::SwarmConfig {
+        server: stack.addr,
+        path: "/ws".into(),
+        clients: f.clients,
+        source: f.source,
+        sources: f.sources.max(1),
+        subscribe: r#"{"op":"subscribe"}"#.into(),
+        threads: f.threads.max(1),
+        cpus: Vec::new(),
+        warmup,
+        duration: cfg.duration_s as f64,
+        uring: false,
+    };
+    let handle = std::thread::spawn(move || crate::swarm::run(swarm_cfg));
+    let t0 = Instant::now();
+    let mut prev = (0.0f64, first.ws_messages_sent);
+    let mut last = first.clone();
+    let mut series = Vec::new();
+    let mut rss_max = rss0;
+    // The swarm connects (bounded by its own timeouts), warms up and measures; give it a
+    // minute beyond that before giving up on it.
+    let limit = cfg.duration_s + warmup.ceil() as u64 + 60;
+    for tick in 1..=limit {
+        if handle.is_finished() {
+            break;
+        }
+        std::thread::sleep(
+            (t0 + Duration::from_secs(tick)).saturating_duration_since(Instant::now()),
+        );
+        let Ok(m) = scrape(stack.addr) else {
+            eprintln!("fanout: [{tick:>3}s] scrape failed");
+            continue;
+        };
+        let t = t0.elapsed().as_secs_f64();
+        let rate = (m.ws_messages_sent - prev.1) / (t - prev.0).max(1e-3);
+        series.push((t, rate));
+        prev = (t, m.ws_messages_sent);
+        let r = rss(stack.pid);
+        if r > rss_max || rss_max.is_nan() {
+            rss_max = r;
+        }
+        eprintln!(
+            "fanout: [{tick:>3}s] {rate:>9.0} messages/s sent  transitions {:>7.0}  rss {:>8.0} KiB",
+            m.transitions - first.transitions,
+            r
+        );
+        last = m;
+    }
+    if !handle.is_finished() {
+        return Err("the swarm did not finish in time".into());
+    }
+    let rep = handle
+        .join()
+        .map_err(|_| "swarm thread panicked".to_string())??;
+    let cpu = match (cpu0, cpu_s(stack.pid)) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
+    let wall = t0.elapsed().as_secs_f64();
+    let connected = rep.connected as f64;
+    let summary = vec![
+        Metric::new("clients", f.clients as f64, "count"),
+        Metric::new("connected", connected, "count"),
+        Metric::new("failed", rep.failed as f64, "count"),
+        Metric::new("connect_time", rep.connect_seconds, "s"),
+        Metric::new("window", rep.window, "s"),
+        Metric::new("messages_received", rep.events as f64, "count"),
+        Metric::new(
+            "delivered_per_s",
+            rep.events as f64 / rep.window.max(1e-3),
+            "1/s",
+        ),
+        Metric::new(
+            "ringwatch_messages_sent",
+            last.ws_messages_sent - first.ws_messages_sent,
+            "count",
+        ),
+        Metric::new("transitions", last.transitions - first.transitions, "count"),
+        Metric::new("ringwatch_cpu_seconds", cpu, "s"),
+        Metric::new("ringwatch_cpu_util", cpu / wall.max(1e-3), "cores"),
+        Metric::new("ringwatch_rss_before_clients", rss0, "KiB"),
+        Metric::new("ringwatch_rss_peak", rss_max, "KiB"),
+        Metric::new(
+            "rss_per_client",
+            (rss_max - rss0) / connected.max(1.0),
+            "KiB",
+        ),
+    ];
+    let r = Report {
+        scenario: "fanout",
+        summary: &summary,
+        latency: Latency::Hdr(&rep.latency),
+        latency_label: "status change -> receipt",
+        throughput: &series,
+        throughput_label: "messages sent/s",
+    };
+    report::write(&cfg.out, &r).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
+    eprintln!(
+        "fanout: {} clients, {} messages in {:.1} s window; report in {}",
+        rep.connected,
+        rep.events,
+        rep.window,
+        cfg.out.display()
+    );
+    Ok(cfg.out.clone())
 }
 
 fn cpu_s(pid: Option<u32>) -> Option<f64> {

@@ -10,5 +10,7 @@ pub mod fleet;
 pub mod genconfig;
 pub mod ports;
 pub mod procstat;
+pub mod report;
+pub mod scenario;
 pub mod script;
 pub mod swarm;

@@ -121,6 +121,100 @@ enum Cmd {
         #[arg(long, default_value = "legacy")]
         driver: String,
     },
+    /// Probe scenario: start a scripted fleet and a ringwatch (or sample one already running
+    /// with --url), scrape /metrics every second, and write a report directory.
+    Probe {
+        /// Measurement duration, seconds (1..=600).
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Services in the generated config.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Probe interval of every service.
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        /// Probe timeout (must be shorter than the interval).
+        #[arg(long, default_value = "800ms")]
+        timeout: String,
+        /// Path every service probes; default: the scripted mix (90% /ok, 5% /delay/50,
+        /// 3% /flap/30000, 2% /status/503).
+        #[arg(long)]
+        path: Option<String>,
+        /// Fleet ports (`0`: one ephemeral port).
+        #[arg(long, default_value = "20000-20099", value_parser = ports::parse_ports)]
+        fleet_ports: std::vec::Vec<u16>,
+        /// Fleet threads.
+        #[arg(long, default_value_t = 1)]
+        fleet_threads: usize,
+        /// ringwatch shards (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        shards: usize,
+        /// ringwatch binary to start.
+        #[arg(long, default_value = "target/release/ringwatch")]
+        ringwatch: std::path::PathBuf,
+        /// Sample an already running ringwatch at this loopback address instead (no fleet,
+        /// no child), e.g. http://127.0.0.1:18080.
+        #[arg(long, value_parser = ringwatch_loadtest::scenario::parse_url)]
+        url: Option<std::net::SocketAddr>,
+        /// With --url: ringwatch's pid, for its CPU-seconds.
+        #[arg(long, requires = "url")]
+        pid: Option<u32>,
+        /// Report directory (default: loadtest/reports/probe-<unix time>).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Fanout scenario: a fleet whose services flap, a ringwatch, and a WebSocket client
+    /// swarm; reports change -> receipt latency at every client, messages/s, RSS per client.
+    Fanout {
+        /// Measurement window, seconds (1..=600), after the warm-up.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Seconds between connecting the clients and measuring.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Services; each one flaps every --flap-ms.
+        #[arg(long, default_value_t = 100)]
+        services: usize,
+        /// Flap period of the targets, ms (one transition per service per period).
+        #[arg(long, default_value_t = 2000)]
+        flap_ms: u64,
+        /// Probe interval.
+        #[arg(long, default_value = "500ms")]
+        interval: String,
+        /// Probe timeout (shorter than the interval).
+        #[arg(long, default_value = "400ms")]
+        timeout: String,
+        /// WebSocket clients.
+        #[arg(long, default_value_t = 500)]
+        clients: usize,
+        /// First client source address (127.0.0.0/8).
+        #[arg(long, default_value = "127.0.10.1", value_parser = ports::parse_loopback)]
+        source: IpAddr,
+        /// Consecutive source addresses.
+        #[arg(long, default_value_t = 8)]
+        sources: usize,
+        /// Swarm threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Fleet ports (`0`: one ephemeral port).
+        #[arg(long, default_value = "20000-20099", value_parser = ports::parse_ports)]
+        fleet_ports: std::vec::Vec<u16>,
+        /// ringwatch shards (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        shards: usize,
+        /// ringwatch binary to start.
+        #[arg(long, default_value = "target/release/ringwatch")]
+        ringwatch: std::path::PathBuf,
+        /// Use an already running ringwatch at this loopback address (its services should flap).
+        #[arg(long, value_parser = ringwatch_loadtest::scenario::parse_url)]
+        url: Option<std::net::SocketAddr>,
+        /// With --url: ringwatch's pid, for CPU and RSS.
+        #[arg(long, requires = "url")]
+        pid: Option<u32>,
+        /// Report directory (default: loadtest/reports/fanout-<unix time>).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Print a process's CPU-seconds and RSS from /proc as JSON.
     Procstat {
         /// Process id.
@@ -236,6 +330,97 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{}", report.to_json());
             Ok(())
         }
+        Cmd::Probe {
+            duration,
+            services,
+            interval,
+            timeout,
+            path,
+            fleet_ports,
+            fleet_threads,
+            shards,
+            ringwatch,
+            url,
+            pid,
+            out,
+        } => {
+            raise_nofile_limit();
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, stop.clone())
+                    .map_err(|e| format!("signal: {e}"))?;
+            }
+            let out = out.unwrap_or_else(|| default_out("probe"));
+            let dir = ringwatch_loadtest::scenario::run_probe(
+                &ringwatch_loadtest::scenario::ProbeScenario {
+                    duration_s: duration,
+                    services,
+                    fleet_ports,
+                    fleet_threads,
+                    path,
+                    interval,
+                    timeout,
+                    shards,
+                    ringwatch,
+                    url,
+                    pid,
+                    out,
+                    stop,
+                },
+            )?;
+            println!("{}", dir.display());
+            Ok(())
+        }
+        Cmd::Fanout {
+            duration,
+            warmup,
+            services,
+            flap_ms,
+            interval,
+            timeout,
+            clients,
+            source,
+            sources,
+            threads,
+            fleet_ports,
+            shards,
+            ringwatch,
+            url,
+            pid,
+            out,
+        } => {
+            raise_nofile_limit();
+            let IpAddr::V4(source) = source else {
+                return Err("--source must be IPv4".into());
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let dir = ringwatch_loadtest::scenario::run_fanout(
+                &ringwatch_loadtest::scenario::FanoutScenario {
+                    base: ringwatch_loadtest::scenario::ProbeScenario {
+                        duration_s: duration,
+                        services,
+                        fleet_ports,
+                        fleet_threads: 1,
+                        path: Some(format!("/flap/{}", flap_ms.max(1))),
+                        interval,
+                        timeout,
+                        shards,
+                        ringwatch,
+                        url,
+                        pid,
+                        out: out.unwrap_or_else(|| default_out("fanout")),
+                        stop,
+                    },
+                    clients,
+                    source,
+                    sources,
+                    threads,
+                    warmup_s: warmup,
+                },
+            )?;
+            println!("{}", dir.display());
+            Ok(())
+        }
         Cmd::Procstat { pid, window } => {
             let a = procstat::sample(pid).map_err(|e| format!("pid {pid}: {e}"))?;
             let Some(secs) = window else {
@@ -256,6 +441,14 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// `loadtest/reports/<scenario>-<unix time>`.
+fn default_out(scenario: &str) -> std::path::PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    std::path::PathBuf::from(format!("loadtest/reports/{scenario}-{now}"))
 }
 
 fn run_fleet(cfg: FleetConfig, stats_every: u64) -> Result<(), String> {

@@ -8,6 +8,8 @@ scripts/setup-test-deps.sh
 ulimit -n 65536 2>/dev/null || true
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The loadtest scenario tests drive the ringwatch binary itself.
+cargo build -p ringwatch --bin ringwatch
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

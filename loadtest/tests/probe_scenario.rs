@@ -1,18 +1,8 @@
 //! Runs `ringwatch-loadtest probe` for 3 s against a real ringwatch binary.
 
-use std::path::PathBuf;
+mod common;
+use common::ringwatch_bin;
 use std::process::Command;
-
-/// The ringwatch binary: the debug build (rebuilt by every workspace test run, so never
-/// stale there), else the release build. Missing both is a failure, not a skip.
-fn ringwatch_bin() -> PathBuf {
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-    ["debug", "release"]
-        .iter()
-        .map(|p| target.join(p).join("ringwatch"))
-        .find(|p| p.is_file())
-        .expect("no ringwatch binary: run `cargo build -p ringwatch` (scripts/test.sh does)")
-}
 
 #[test]
 fn probe_scenario_writes_a_report() {

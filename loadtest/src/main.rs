@@ -140,31 +140,12 @@ enum Cmd {
         /// 3% /flap/30000, 2% /status/503).
         #[arg(long)]
         path: Option<String>,
-        /// Fleet ports (`0`: one ephemeral port).
-        #[arg(long, default_value = "20000-20099", value_parser = ports::parse_ports)]
-        fleet_ports: std::vec::Vec<u16>,
         /// Fleet threads.
         #[arg(long, default_value_t = 1)]
         fleet_threads: usize,
-        /// ringwatch shards (0 = one per core).
-        #[arg(long, default_value_t = 0)]
-        shards: usize,
-        /// ringwatch binary to start.
-        #[arg(long, default_value = "target/release/ringwatch")]
-        ringwatch: std::path::PathBuf,
-        /// Sample an already running ringwatch at this loopback address instead (no fleet,
-        /// no child), e.g. http://127.0.0.1:18080.
-        #[arg(long, value_parser = ringwatch_loadtest::scenario::parse_url)]
-        url: Option<std::net::SocketAddr>,
-        /// With --url: ringwatch's pid, for its CPU-seconds.
-        #[arg(long, requires = "url")]
-        pid: Option<u32>,
-        /// Report directory (default: loadtest/reports/probe-<unix time>).
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        target: TargetArgs,
     },
-    /// Fanout scenario: a fleet whose services flap, a ringwatch, and a WebSocket client
-    /// swarm; reports change -> receipt latency at every client, messages/s, RSS per client.
     Fanout {
         /// Measurement window, seconds (1..=600), after the warm-up.
         #[arg(long, default_value_t = 20)]
@@ -196,24 +177,8 @@ enum Cmd {
         /// Swarm threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
-        /// Fleet ports (`0`: one ephemeral port).
-        #[arg(long, default_value = "20000-20099", value_parser = ports::parse_ports)]
-        fleet_ports: std::vec::Vec<u16>,
-        /// ringwatch shards (0 = one per core).
-        #[arg(long, default_value_t = 0)]
-        shards: usize,
-        /// ringwatch binary to start.
-        #[arg(long, default_value = "target/release/ringwatch")]
-        ringwatch: std::path::PathBuf,
-        /// Use an already running ringwatch at this loopback address (its services should flap).
-        #[arg(long, value_parser = ringwatch_loadtest::scenario::parse_url)]
-        url: Option<std::net::SocketAddr>,
-        /// With --url: ringwatch's pid, for CPU and RSS.
-        #[arg(long, requires = "url")]
-        pid: Option<u32>,
-        /// Report directory (default: loadtest/reports/fanout-<unix time>).
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        target: TargetArgs,
     },
     /// Print a process's CPU-seconds and RSS from /proc as JSON.
     Procstat {
@@ -336,38 +301,20 @@ fn run(cli: Cli) -> Result<(), String> {
             interval,
             timeout,
             path,
-            fleet_ports,
             fleet_threads,
-            shards,
-            ringwatch,
-            url,
-            pid,
-            out,
+            target,
         } => {
             raise_nofile_limit();
-            let stop = Arc::new(AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(sig, stop.clone())
-                    .map_err(|e| format!("signal: {e}"))?;
-            }
-            let out = out.unwrap_or_else(|| default_out("probe"));
-            let dir = ringwatch_loadtest::scenario::run_probe(
-                &ringwatch_loadtest::scenario::ProbeScenario {
-                    duration_s: duration,
-                    services,
-                    fleet_ports,
-                    fleet_threads,
-                    path,
-                    interval,
-                    timeout,
-                    shards,
-                    ringwatch,
-                    url,
-                    pid,
-                    out,
-                    stop,
-                },
-            )?;
+            let load = Load {
+                duration_s: duration,
+                services,
+                fleet_threads,
+                path,
+                interval,
+                timeout,
+            };
+            let base = target.scenario("probe", load)?;
+            let dir = ringwatch_loadtest::scenario::run_probe(&base)?;
             println!("{}", dir.display());
             Ok(())
         }
@@ -382,35 +329,25 @@ fn run(cli: Cli) -> Result<(), String> {
             source,
             sources,
             threads,
-            fleet_ports,
-            shards,
-            ringwatch,
-            url,
-            pid,
-            out,
+            target,
         } => {
             raise_nofile_limit();
             let IpAddr::V4(source) = source else {
                 return Err("--source must be IPv4".into());
             };
-            let stop = Arc::new(AtomicBool::new(false));
+            let path = Some(format!("/flap/{}", flap_ms.max(1)));
+            let load = Load {
+                duration_s: duration,
+                services,
+                fleet_threads: 1,
+                path,
+                interval,
+                timeout,
+            };
+            let base = target.scenario("fanout", load)?;
             let dir = ringwatch_loadtest::scenario::run_fanout(
                 &ringwatch_loadtest::scenario::FanoutScenario {
-                    base: ringwatch_loadtest::scenario::ProbeScenario {
-                        duration_s: duration,
-                        services,
-                        fleet_ports,
-                        fleet_threads: 1,
-                        path: Some(format!("/flap/{}", flap_ms.max(1))),
-                        interval,
-                        timeout,
-                        shards,
-                        ringwatch,
-                        url,
-                        pid,
-                        out: out.unwrap_or_else(|| default_out("fanout")),
-                        stop,
-                    },
+                    base,
                     clients,
                     source,
                     sources,
@@ -440,6 +377,77 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+    }
+}
+
+/// Where a scenario's ringwatch comes from and where its report goes (shared by scenarios).
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// Fleet ports (`0`: one ephemeral port).
+    #[arg(long, default_value = "20000-20099", value_parser = ports::parse_ports)]
+    fleet_ports: std::vec::Vec<u16>,
+    /// ringwatch shards (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// ringwatch binary to start.
+    #[arg(long, default_value = "target/release/ringwatch")]
+    ringwatch: std::path::PathBuf,
+    /// Use an already running ringwatch at this loopback address instead (no fleet, no
+    /// child), e.g. http://127.0.0.1:18080.
+    #[arg(long, value_parser = ringwatch_loadtest::scenario::parse_url)]
+    url: Option<std::net::SocketAddr>,
+    /// With --url: ringwatch's pid, for its CPU-seconds and RSS.
+    #[arg(long, requires = "url")]
+    pid: Option<u32>,
+    /// Report directory (default: loadtest/reports/<scenario>-<unix time>).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+/// The load a scenario generates.
+struct Load {
+    duration_s: u64,
+    services: usize,
+    fleet_threads: usize,
+    path: Option<String>,
+    interval: String,
+    timeout: String,
+}
+
+impl TargetArgs {
+    /// The scenario settings these arguments fill in; SIGINT/SIGTERM end the run early.
+    fn scenario(
+        self,
+        name: &str,
+        load: Load,
+    ) -> Result<ringwatch_loadtest::scenario::ProbeScenario, String> {
+        let Load {
+            duration_s,
+            services,
+            fleet_threads,
+            path,
+            interval,
+            timeout,
+        } = load;
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal: {e}"))?;
+        }
+        Ok(ringwatch_loadtest::scenario::ProbeScenario {
+            duration_s,
+            services,
+            fleet_ports: self.fleet_ports,
+            fleet_threads,
+            path,
+            interval,
+            timeout,
+            shards: self.shards,
+            ringwatch: self.ringwatch,
+            url: self.url,
+            pid: self.pid,
+            out: self.out.unwrap_or_else(|| default_out(name)),
+            stop,
+        })
     }
 }
 

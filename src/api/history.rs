@@ -11,6 +11,8 @@ use crate::event::Event;
 use crate::http::Response;
 use crate::model::{ProbeResult, ServiceId, Transition, UnixMillis};
 use crate::store::reader::ReadError;
+use crate::store::sqlite::SqliteStore;
+use crate::store::StoreError;
 
 fn read_failed(e: ReadError) -> ApiError {
     match e {
@@ -119,30 +121,10 @@ pub async fn results<H: Host>(
         // The cursor is the last item's scheduled_at; the next page is strictly older.
         to = Some(UnixMillis(to.map_or(at, |t| t.0.min(at))));
     }
-    let page = host
-        .shared()
-        .reader
-        .read(move |s| {
-            if s.service(id)?.is_none() {
-                return Ok(None);
-            }
-            s.results_range(id, from, to, limit + 1).map(Some)
-        })
-        .await
-        .map_err(read_failed)?
-        .ok_or_else(|| ApiError::new(404, "not_found", format!("no service with id {id}")))?;
-    let more = page.len() > limit;
-    let items: Vec<Value> = page.iter().take(limit).map(result_json).collect();
-    let next = more
-        .then(|| {
-            page.get(limit - 1)
-                .map(|r| cursor::encode('r', r.scheduled_at.0))
-        })
-        .flatten();
-    Ok(Response::json(
-        200,
-        json!({"items": items, "next_cursor": next}).to_string(),
-    ))
+    let page = service_rows(host, id, move |s| s.results_range(id, from, to, limit + 1)).await?;
+    Ok(keyset_page(&page, limit, result_json, |r| {
+        cursor::encode('r', r.scheduled_at.0)
+    }))
 }
 
 /// `GET /services/{id}/transitions?limit&cursor`: newest first.
@@ -164,30 +146,48 @@ pub async fn service_transitions<H: Host>(
                 })?,
         ),
     };
-    let page = host
-        .shared()
+    let page = service_rows(host, id, move |s| s.transitions_for(id, before, limit + 1)).await?;
+    Ok(keyset_page(&page, limit, transition_json, |t| {
+        cursor::encode('t', t.seq as i64)
+    }))
+}
+
+/// Runs `rows` on a store reader thread for service `id`; 404 when the service is unknown.
+async fn service_rows<H, T, F>(host: &H, id: ServiceId, rows: F) -> Result<Vec<T>, ApiError>
+where
+    H: Host,
+    T: Send + 'static,
+    F: FnOnce(&SqliteStore) -> Result<Vec<T>, StoreError> + Send + 'static,
+{
+    host.shared()
         .reader
         .read(move |s| {
             if s.service(id)?.is_none() {
                 return Ok(None);
             }
-            s.transitions_for(id, before, limit + 1).map(Some)
+            rows(s).map(Some)
         })
         .await
         .map_err(read_failed)?
-        .ok_or_else(|| ApiError::new(404, "not_found", format!("no service with id {id}")))?;
-    let more = page.len() > limit;
-    let items: Vec<Value> = page.iter().take(limit).map(transition_json).collect();
-    let next = more
-        .then(|| {
-            page.get(limit - 1)
-                .map(|t| cursor::encode('t', t.seq as i64))
-        })
+        .ok_or_else(|| ApiError::new(404, "not_found", format!("no service with id {id}")))
+}
+
+/// A newest-first keyset page from `limit + 1` rows: at most `limit` items, and the cursor of
+/// the last one when the extra row shows that more exist.
+fn keyset_page<T>(
+    rows: &[T],
+    limit: usize,
+    json: impl Fn(&T) -> Value,
+    cursor: impl Fn(&T) -> String,
+) -> Response {
+    let items: Vec<Value> = rows.iter().take(limit).map(json).collect();
+    let next = (rows.len() > limit)
+        .then(|| rows.get(limit.wrapping_sub(1)).map(&cursor))
         .flatten();
-    Ok(Response::json(
+    Response::json(
         200,
         json!({"items": items, "next_cursor": next}).to_string(),
-    ))
+    )
 }
 
 /// `GET /transitions?since=SEQ&limit`: oldest first, every service; `next_cursor` is the seq

@@ -570,7 +570,7 @@ impl Shard {
                     None => http::serve_upgradable(stream, &*me, me.shared.server.limits)
                         .await
                         .map(|up| {
-                            monoio::spawn(ws::conn::run(me.clone(), up, fd));
+                            monoio::spawn(ws::plain::run(me.clone(), up));
                         }),
                     Some(tls) => {
                         let acceptor = monoio_rustls::TlsAcceptor::from(tls.config);
@@ -897,6 +897,7 @@ pub fn run(
         monoio::spawn(shard.clone().accept_loop(listener));
         monoio::spawn(shard.clone().scheduler_loop());
         monoio::spawn(shard.hub.clone().tick_loop());
+        monoio::spawn(shard.hub.clone().flush_loop());
         shard.shared.shards_ready.fetch_add(1, Ordering::AcqRel);
         let _ = started2.send(Ok(()));
         shard.mesh_loop().await;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use ws_support::Ws;
+use ws_support::{frame_bytes, Ws};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -253,6 +253,47 @@ fn bad_client_messages_get_errors_and_the_connection_stays() {
     let snap = ws.subscribe(r#"{"op":"subscribe"}"#);
     assert_eq!(snap["services"].as_array().map(|a| a.len()), Some(3));
     assert!(rw.metric("ringwatch_ws_client_errors_total") >= 7.0);
+}
+
+#[test]
+fn frames_cut_across_reads_are_reassembled() {
+    let (_t, _d, rw) = start(1, "");
+    let mut ws = Ws::connect(rw.addr);
+    ws.next_json(LONG).expect("hello");
+    // Several frames in one stream, cut into 3-byte pieces that arrive one by one: a ping,
+    // a two-fragment subscribe with a ping between the fragments.
+    let mut bytes = frame_bytes(0x89, b"cut-ping", true);
+    bytes.extend(frame_bytes(0x01, br#"{"op":"subscribe","#, true));
+    bytes.extend(frame_bytes(0x89, b"between", true));
+    bytes.extend(frame_bytes(0x80, br#""filter":{"services":["alpha"]}}"#, true));
+    ws.send_in_pieces(&bytes, 3, Duration::from_millis(2));
+    let pong = ws.next_frame(LONG).expect("pong");
+    assert_eq!((pong.opcode, pong.payload.as_slice()), (0xA, &b"cut-ping"[..]));
+    let pong = ws.next_frame(LONG).expect("second pong");
+    assert_eq!(pong.payload.as_slice(), b"between");
+    let (sub, _) = ws.until_type("subscribed", LONG);
+    assert_eq!(sub["type"], "subscribed");
+    // A message near the size limit (64 KiB), larger than one read, arriving in big pieces:
+    // still one message, answered with one error (it is not a known op).
+    let big = format!(r#"{{"op":"{}"}}"#, "x".repeat(60_000));
+    let bytes = frame_bytes(0x81, big.as_bytes(), true);
+    ws.send_in_pieces(&bytes, 7_001, Duration::from_millis(2));
+    let (e, _) = ws.until_type("error", LONG);
+    assert_eq!(e["code"], "unknown_op", "{e}");
+    // And the connection still works.
+    ws.send_frame(0x89, b"after", true);
+    let mut got = None;
+    for _ in 0..10 {
+        match ws.next_frame(LONG) {
+            Some(f) if f.opcode == 0xA => {
+                got = Some(f.payload);
+                break;
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    assert_eq!(got.as_deref(), Some(&b"after"[..]));
 }
 
 #[test]

@@ -1,8 +1,9 @@
-//! One WebSocket connection: a reader task (frames in, protocol) and a writer task (frames out).
+//! One WebSocket connection's protocol: frames in, client messages, subscriptions.
 //!
-//! The reader keeps a small buffer that only grows while a large frame is in transit, so an
-//! idle client holds a few hundred bytes. The writer sends everything queued since its last
-//! write in one `writev` of the shared `Bytes` (no copy), up to `MAX_IOV` frames at a time.
+//! Two transports share it. Plain TCP (`plain`) waits for readability and reads into a
+//! per-shard buffer, with the hub writing the socket, so an idle client costs one small task.
+//! TLS (`run`, for wss) keeps a reader task and a writer task over the encrypted stream; its
+//! writer sends everything queued since its last write in one `writev` of the shared `Bytes`.
 
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -12,7 +13,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Split, Splitable};
 
 use super::frame::{self, code, FrameError, Header};
-use super::hub::{Client, Hub, Subscription, MAX_IOV};
+use super::hub::{Client, Hub, Subscription, Writer, MAX_IOV};
 use super::protocol::{self, ClientOp, Filter};
 use super::DropReason;
 use crate::http::Upgraded;
@@ -24,29 +25,34 @@ const READ_CHUNK: usize = 256;
 /// Stored transitions fetched per store query during a replay.
 const PAGE: usize = 10_000;
 
-/// Runs an upgraded connection (plain TCP, or TLS for wss) until it closes. `fd` is the
-/// underlying TCP socket: it sizes the kernel send buffer and lets the hub shut the
-/// connection down from outside the session.
+/// Sets the socket's kernel send buffer (`server.ws.send_buffer_bytes`; 0 = kernel default).
+pub(super) fn set_send_buffer(fd: RawFd, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on a descriptor we own with a correctly sized int option.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Runs an upgraded TLS connection (wss) until it closes. `fd` is the underlying TCP socket:
+/// it sizes the kernel send buffer and lets the hub shut the connection down from outside
+/// the session.
 pub async fn run<S>(shard: Rc<Shard>, up: Upgraded<S>, fd: RawFd)
 where
     S: Split + AsyncReadRent + AsyncWriteRent + 'static,
 {
     let hub = shard.ws_hub().clone();
-    let sndbuf = hub.cfg.send_buffer_bytes;
-    if sndbuf > 0 {
-        let v = libc::c_int::try_from(sndbuf).unwrap_or(libc::c_int::MAX);
-        // SAFETY: setsockopt on a descriptor we own with a correctly sized int option.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-    }
-    let c = hub.add(fd);
+    set_send_buffer(fd, hub.cfg.send_buffer_bytes);
+    let c = hub.add(fd, Writer::Task);
     hub.send_text(&c, &protocol::hello(shard.shared().seq.latest()));
     let (mut rd, wr) = up.stream.into_split();
     monoio::spawn(writer(hub.clone(), c.clone(), wr));
@@ -73,6 +79,65 @@ struct Assembly {
     data: Vec<u8>,
 }
 
+/// What a connection's input side remembers between reads.
+#[derive(Default)]
+pub(super) struct Input {
+    msg: Assembly,
+    /// After a protocol error or the client's close, input is no longer interpreted.
+    stopped: bool,
+}
+
+impl Input {
+    /// True once input is no longer interpreted.
+    pub(super) fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Handles every complete frame at the front of `buf` (unmasking in place) and returns
+    /// how many bytes it used, and how many the next frame needs in all (0 = unknown).
+    pub(super) fn consume(
+        &mut self,
+        shard: &Rc<Shard>,
+        hub: &Rc<Hub>,
+        c: &Rc<Client>,
+        buf: &mut [u8],
+    ) -> (usize, usize) {
+        let mut used = 0;
+        while !self.stopped {
+            let rest = &mut buf[used..];
+            let h = match frame::parse_header(rest, hub.cfg.max_frame_bytes) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    hub.close(c, e.code, e.reason, Some(reason_of(e.code)));
+                    self.stopped = true;
+                    break;
+                }
+            };
+            let total = h.header_len + h.payload_len;
+            if rest.len() < total {
+                return (used, total);
+            }
+            frame::unmask(&mut rest[h.header_len..total], h.mask);
+            let r = on_frame(shard, hub, c, h, &rest[h.header_len..total], &mut self.msg);
+            used += total;
+            match r {
+                Ok(true) => {}
+                Ok(false) => self.stopped = true,
+                Err(e) => {
+                    hub.close(c, e.code, e.reason, Some(reason_of(e.code)));
+                    self.stopped = true;
+                }
+            }
+        }
+        if self.stopped {
+            // Whatever follows is ignored.
+            return (buf.len(), 0);
+        }
+        (used, 0)
+    }
+}
+
 async fn reader<S: Split + AsyncReadRent + AsyncWriteRent>(
     shard: &Rc<Shard>,
     hub: &Rc<Hub>,
@@ -80,39 +145,12 @@ async fn reader<S: Split + AsyncReadRent + AsyncWriteRent>(
     rd: &mut OwnedReadHalf<S>,
     mut buf: Vec<u8>,
 ) {
-    let mut msg = Assembly::default();
-    // After a protocol error or the client's close, input is no longer interpreted.
-    let mut stopped = false;
+    let mut input = Input::default();
     loop {
-        while !stopped {
-            let h = match frame::parse_header(&buf, hub.cfg.max_frame_bytes) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(e) => {
-                    hub.close(c, e.code, e.reason, Some(reason_of(e.code)));
-                    stopped = true;
-                    break;
-                }
-            };
-            let total = h.header_len + h.payload_len;
-            if buf.len() < total {
-                buf.reserve(total - buf.len());
-                break;
-            }
-            frame::unmask(&mut buf[h.header_len..total], h.mask);
-            let r = on_frame(shard, hub, c, h, &buf[h.header_len..total], &mut msg);
-            buf.drain(..total);
-            match r {
-                Ok(true) => {}
-                Ok(false) => stopped = true,
-                Err(e) => {
-                    hub.close(c, e.code, e.reason, Some(reason_of(e.code)));
-                    stopped = true;
-                }
-            }
-        }
-        if stopped {
-            buf.clear();
+        let (used, need) = input.consume(shard, hub, c, &mut buf);
+        buf.drain(..used);
+        if need > buf.len() {
+            buf.reserve(need - buf.len());
         }
         if c.done.get() {
             return;
@@ -336,27 +374,18 @@ async fn writer<S: Split + AsyncReadRent + AsyncWriteRent>(
             let now = std::time::Instant::now();
             let mut q = c.queue.borrow_mut();
             let mut st = hub.stats.borrow_mut();
-            let mut taken = 0usize;
             while batch.len() < MAX_IOV {
                 let Some(o) = q.pop_front() else { break };
-                taken += o.bytes.len();
                 if let Some(b) = o.born {
                     st.push(now.saturating_duration_since(b));
                 }
                 close |= o.close;
                 batch.push(o.bytes);
             }
+            let taken = batch.bytes();
             c.queued_bytes
                 .set(c.queued_bytes.get().saturating_sub(taken));
-            st.messages_sent += batch.len() as u64;
-            st.bytes_sent += taken as u64;
-            st.writes += 1;
-            if batch.len() > 1 {
-                st.coalesced_writes += 1;
-            }
-        }
-        if c.queued_bytes.get() <= hub.cfg.max_queue_bytes {
-            c.over_since.set(None);
+            st.note_write(batch.len() as u64, taken);
         }
         let mut ok = true;
         loop {
@@ -379,12 +408,9 @@ async fn writer<S: Split + AsyncReadRent + AsyncWriteRent>(
             c.kill();
             return;
         }
-        if close {
-            c.close_written.set(true);
-            if c.close_received.get() {
-                c.kill();
-                return;
-            }
+        hub.after_write(&c, close);
+        if c.done.get() {
+            return;
         }
     }
 }

@@ -1,8 +1,16 @@
 //! One shard's WebSocket clients: fan-out, per-client queues, back-pressure, pings, resume ring.
 //!
 //! Everything here lives on one shard thread (`Rc`, `Cell`, `RefCell`; no locks). The fan-out
-//! loop only clones a `Bytes` handle (a reference count) into each matching client's queue and
-//! wakes its writer; queues reuse their capacity, so steady-state delivery allocates nothing.
+//! loop only clones a `Bytes` handle (a reference count) into each matching client's queue;
+//! queues reuse their capacity, so steady-state delivery allocates nothing.
+//!
+//! Plain-TCP clients are written by the hub itself ([`Hub::flush_loop`]): the fan-out marks a
+//! client dirty, and once the shard has finished its current work one non-blocking `sendmsg`
+//! per dirty client carries everything queued for it since its last write. No task wakes per
+//! client per event, and frames that arrive together (a mesh batch, a burst of probe
+//! completions) leave in one write. Only a client whose socket buffer is full gets its own
+//! task involved, to wait for writability. TLS clients (wss) encrypt per client and keep a
+//! writer task (`conn::writer`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -24,6 +32,10 @@ use crate::model::Transition;
 
 /// Most frames one `writev` carries (well under IOV_MAX).
 pub const MAX_IOV: usize = 64;
+
+/// Queue capacity (frames) a client keeps between bursts; an idle client's larger queue buffer
+/// is freed by the tick, so 10k idle clients do not pin burst-sized buffers.
+const KEEP_QUEUE: usize = 16;
 
 /// One queued frame.
 pub struct Out {
@@ -77,10 +89,30 @@ pub struct Subscription {
     pub since: Option<u64>,
 }
 
+/// Who writes a client's socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writer {
+    /// The hub, with non-blocking `sendmsg` on the raw socket (plain TCP).
+    Hub,
+    /// The client's own writer task (TLS: frames are encrypted per client).
+    Task,
+}
+
 /// One connected WebSocket client.
 pub struct Client {
     /// The socket, for shutting it down from outside its tasks.
     pub fd: RawFd,
+    /// Who writes the socket.
+    writer: Writer,
+    /// In the hub's dirty list (hub writer only).
+    dirty: Cell<bool>,
+    /// The socket buffer was full: the client's task waits for writability and flushes
+    /// (hub writer only).
+    pub blocked: Cell<bool>,
+    /// Bytes of the front queued frame already written (hub writer only).
+    front_sent: Cell<usize>,
+    /// Something was queued since the last tick (an idle client's queue buffer is freed).
+    active: Cell<bool>,
     /// Position in `Hub::clients` (kept current on swap-remove).
     index: Cell<usize>,
     /// Active filter; None = not subscribed.
@@ -146,6 +178,12 @@ pub struct Hub {
     batches: RefCell<Vec<Batch>>,
     /// Ping frame shared by every client.
     ping: Bytes,
+    /// Hub-written clients with queued frames, flushed by `flush_loop`.
+    dirty: RefCell<Vec<Rc<Client>>>,
+    /// Wakes `flush_loop`.
+    flush_wake: Notify,
+    /// The iovec array of the `sendmsg` being built (reused).
+    iov: RefCell<Vec<libc::iovec>>,
 }
 
 impl Hub {
@@ -159,14 +197,22 @@ impl Hub {
             stats: RefCell::new(WsStats::default()),
             batches: RefCell::new(Vec::new()),
             ping: frame::encode(frame::OP_PING, b""),
+            dirty: RefCell::new(Vec::new()),
+            flush_wake: Notify::default(),
+            iov: RefCell::new(Vec::with_capacity(MAX_IOV)),
         }
     }
 
-    /// Registers a new client on socket `fd`.
-    pub fn add(&self, fd: RawFd) -> Rc<Client> {
+    /// Registers a new client on socket `fd`, written by `writer`.
+    pub fn add(&self, fd: RawFd, writer: Writer) -> Rc<Client> {
         let mut clients = self.clients.borrow_mut();
         let c = Rc::new(Client {
             fd,
+            writer,
+            dirty: Cell::new(false),
+            blocked: Cell::new(false),
+            front_sent: Cell::new(0),
+            active: Cell::new(false),
             index: Cell::new(clients.len()),
             filter: RefCell::new(None),
             pending: Cell::new(false),
@@ -205,6 +251,7 @@ impl Hub {
         }
         c.queue.borrow_mut().clear();
         c.queued_bytes.set(0);
+        c.front_sent.set(0);
     }
 
     /// Replaces a client's filter, keeping the global result-subscriber count right.
@@ -241,7 +288,148 @@ impl Hub {
                 Some(_) => {}
             }
         }
-        c.wake.notify();
+        self.wake_writer(c);
+    }
+
+    /// Gets `c`'s queue written: its writer task, or the hub's next flush.
+    fn wake_writer(&self, c: &Client) {
+        c.active.set(true);
+        match c.writer {
+            Writer::Task => c.wake.notify(),
+            // A blocked client is flushed by its own task when the socket drains.
+            Writer::Hub if c.blocked.get() || c.dirty.get() => {}
+            Writer::Hub => {
+                c.dirty.set(true);
+                let mut dirty = self.dirty.borrow_mut();
+                match self.clients.borrow().get(c.index.get()) {
+                    Some(rc) if std::ptr::eq(&**rc, c) => dirty.push(rc.clone()),
+                    // Not registered (removed already): nothing to write to.
+                    _ => c.dirty.set(false),
+                }
+                if dirty.len() == 1 {
+                    self.flush_wake.notify();
+                }
+            }
+        }
+    }
+
+    /// Writes dirty clients' queues, each in one `sendmsg`, after the shard's current work.
+    pub async fn flush_loop(self: Rc<Self>) {
+        let mut work: Vec<Rc<Client>> = Vec::new();
+        loop {
+            self.flush_wake.wait().await;
+            std::mem::swap(&mut work, &mut *self.dirty.borrow_mut());
+            for c in work.drain(..) {
+                c.dirty.set(false);
+                if !c.blocked.get() {
+                    self.flush(&c);
+                }
+            }
+        }
+    }
+
+    /// Writes as much of a hub-written client's queue as the socket takes, without blocking.
+    /// When the socket buffer fills, the client is marked blocked and its task is woken to
+    /// wait for writability (and call this again).
+    pub fn flush(&self, c: &Client) {
+        loop {
+            if c.done.get() {
+                return;
+            }
+            let (wanted, frames) = {
+                let q = c.queue.borrow();
+                if q.is_empty() {
+                    c.blocked.set(false);
+                    return;
+                }
+                let mut iov = self.iov.borrow_mut();
+                iov.clear();
+                let mut skip = c.front_sent.get();
+                let mut wanted = 0;
+                for o in q.iter().take(MAX_IOV) {
+                    let part = &o.bytes[skip.min(o.bytes.len())..];
+                    skip = 0;
+                    wanted += part.len();
+                    iov.push(libc::iovec {
+                        iov_base: part.as_ptr() as *mut libc::c_void,
+                        iov_len: part.len(),
+                    });
+                }
+                (wanted, iov.len())
+            };
+            let n = {
+                let mut iov = self.iov.borrow_mut();
+                // SAFETY: a zeroed msghdr is valid; the iovecs point into `Bytes` held by the
+                // queue, which is not touched until sendmsg returns.
+                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                msg.msg_iov = iov.as_mut_ptr();
+                msg.msg_iovlen = frames as _;
+                // SAFETY: `fd` is this client's socket: it is closed only after `done` is set,
+                // checked above on this same thread.
+                unsafe { libc::sendmsg(c.fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) }
+            };
+            if n < 0 {
+                match std::io::Error::last_os_error().kind() {
+                    std::io::ErrorKind::Interrupted => continue,
+                    std::io::ErrorKind::WouldBlock => {
+                        c.blocked.set(true);
+                        c.wake.notify();
+                    }
+                    _ => c.kill(),
+                }
+                return;
+            }
+            let n = n as usize;
+            self.sent(c, n);
+            if n < wanted {
+                // The socket buffer is full: wait for it to drain.
+                c.blocked.set(true);
+                c.wake.notify();
+                return;
+            }
+        }
+    }
+
+    /// Accounts `n` bytes written from the front of a hub-written client's queue.
+    fn sent(&self, c: &Client, n: usize) {
+        let now = Instant::now();
+        let mut q = c.queue.borrow_mut();
+        let mut st = self.stats.borrow_mut();
+        let mut left = c.front_sent.get() + n;
+        let mut frames = 0u64;
+        let mut close = false;
+        while let Some(o) = q.front() {
+            if left < o.bytes.len() {
+                break;
+            }
+            left -= o.bytes.len();
+            if let Some(b) = o.born {
+                st.push(now.saturating_duration_since(b));
+            }
+            close |= o.close;
+            frames += 1;
+            q.pop_front();
+        }
+        c.front_sent.set(left);
+        c.queued_bytes.set(c.queued_bytes.get().saturating_sub(n));
+        st.note_write(frames, n);
+        drop(st);
+        drop(q);
+        self.after_write(c, close);
+    }
+
+    /// Bookkeeping after a write: the queue bound, and the close handshake once our close
+    /// frame is out.
+    pub fn after_write(&self, c: &Client, close_written: bool) {
+        if c.queued_bytes.get() <= self.cfg.max_queue_bytes {
+            c.over_since.set(None);
+        }
+        if close_written {
+            c.close_written.set(true);
+            if c.close_received.get() {
+                c.kill();
+            }
+        }
     }
 
     /// Queues a small per-connection message (JSON text frame).
@@ -294,8 +482,20 @@ impl Hub {
     /// is queued, and the socket is dropped if the close cannot be written within the timeout.
     fn drop_slow(&self, c: &Client, now: Instant) {
         self.stats.borrow_mut().drop_client(DropReason::Slow);
-        c.queue.borrow_mut().clear();
+        let mut q = c.queue.borrow_mut();
+        // A frame the hub has partly written must be finished, or the close frame would land
+        // in the middle of it.
+        let started = match c.front_sent.get() {
+            0 => None,
+            _ => q.pop_front(),
+        };
+        q.clear();
         c.queued_bytes.set(0);
+        if let Some(o) = started {
+            c.queued_bytes.set(o.bytes.len() - c.front_sent.get().min(o.bytes.len()));
+            q.push_back(o);
+        }
+        drop(q);
         c.over_since.set(None);
         c.queue.borrow_mut().push_back(Out {
             bytes: frame::close(code::POLICY, "client too slow: send queue over its bound"),
@@ -510,8 +710,10 @@ impl Hub {
 
     /// Once per tick: pings, pong deadlines, slow clients with no new traffic, close deadlines.
     fn tick(&self, now: Instant) {
-        let clients: Vec<Rc<Client>> = self.clients.borrow().clone();
-        for c in clients {
+        // Nothing below adds or removes clients (that happens in their tasks), so the list can
+        // stay borrowed instead of being copied every tick.
+        let clients = self.clients.borrow();
+        for c in clients.iter() {
             if let Some(d) = c.close_deadline.get() {
                 if now >= d {
                     c.kill();
@@ -533,9 +735,20 @@ impl Hub {
             }
             if let Some(t) = c.over_since.get() {
                 if now.duration_since(t) > self.cfg.slow_grace {
-                    self.drop_slow(&c, now);
-                    c.wake.notify();
+                    self.drop_slow(c, now);
+                    self.wake_writer(c);
                     continue;
+                }
+            }
+            if !c.active.replace(false) {
+                let mut q = c.queue.borrow_mut();
+                if q.is_empty() && q.capacity() > 0 {
+                    *q = VecDeque::new();
+                }
+            } else {
+                let mut q = c.queue.borrow_mut();
+                if q.is_empty() && q.capacity() > KEEP_QUEUE {
+                    q.shrink_to(KEEP_QUEUE);
                 }
             }
             if c.ping_out.get().is_none()

@@ -10,6 +10,7 @@ pub mod conn;
 pub mod frame;
 pub mod handshake;
 pub mod hub;
+pub mod plain;
 pub mod protocol;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -120,6 +121,16 @@ impl WsStats {
     /// Counts a client closed by the server.
     pub fn drop_client(&mut self, why: DropReason) {
         self.dropped[why.index()] += 1;
+    }
+
+    /// Counts one socket write of `frames` complete frames and `bytes` bytes.
+    pub fn note_write(&mut self, frames: u64, bytes: usize) {
+        self.messages_sent += frames;
+        self.bytes_sent += bytes as u64;
+        self.writes += 1;
+        if frames > 1 {
+            self.coalesced_writes += 1;
+        }
     }
 
     /// Records one push latency.

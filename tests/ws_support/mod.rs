@@ -84,26 +84,17 @@ impl Ws {
 
     /// Sends one frame; `mask` false sends it unmasked (a protocol violation).
     pub fn send_frame(&mut self, b0: u8, payload: &[u8], mask: bool) {
-        let mut v = vec![b0];
-        let m = if mask { 0x80 } else { 0 };
-        if payload.len() <= 125 {
-            v.push(m | payload.len() as u8);
-        } else if payload.len() <= 0xFFFF {
-            v.push(m | 126);
-            v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        } else {
-            v.push(m | 127);
-            v.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        }
-        let key = [0x12, 0x34, 0x56, 0x78];
-        if mask {
-            v.extend_from_slice(&key);
-            v.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        } else {
-            v.extend_from_slice(payload);
-        }
         // A server that already closed may reset; callers check what they read.
-        let _ = self.stream.write_all(&v);
+        let _ = self.stream.write_all(&frame_bytes(b0, payload, mask));
+    }
+
+    /// Writes `bytes` in pieces of `piece` bytes with a pause after each, so the server sees
+    /// frames cut across many reads.
+    pub fn send_in_pieces(&mut self, bytes: &[u8], piece: usize, pause: Duration) {
+        for p in bytes.chunks(piece.max(1)) {
+            let _ = self.stream.write_all(p);
+            std::thread::sleep(pause);
+        }
     }
 
     pub fn send_text(&mut self, text: &str) {
@@ -258,4 +249,27 @@ pub fn parse(buf: &[u8]) -> Option<(Frame, usize)> {
         },
         h + len,
     ))
+}
+
+/// One client frame: `b0` is FIN/RSV/opcode; masked with a fixed key when `mask`.
+pub fn frame_bytes(b0: u8, payload: &[u8], mask: bool) -> Vec<u8> {
+    let mut v = vec![b0];
+    let m = if mask { 0x80 } else { 0 };
+    if payload.len() <= 125 {
+        v.push(m | payload.len() as u8);
+    } else if payload.len() <= 0xFFFF {
+        v.push(m | 126);
+        v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    } else {
+        v.push(m | 127);
+        v.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    }
+    let key = [0x12, 0x34, 0x56, 0x78];
+    if mask {
+        v.extend_from_slice(&key);
+        v.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        v.extend_from_slice(payload);
+    }
+    v
 }

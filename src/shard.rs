@@ -570,7 +570,15 @@ impl Shard {
                     None => http::serve_upgradable(stream, &*me, me.shared.server.limits)
                         .await
                         .map(|up| {
-                            monoio::spawn(ws::plain::run(me.clone(), up));
+                            match ws::plain::run(me.clone(), up) {
+                                Ok(session) => {
+                                    monoio::spawn(session);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(shard = me.id, error = %e, "websocket session could not start");
+                                    me.ws_closed();
+                                }
+                            }
                         }),
                     Some(tls) => {
                         let acceptor = monoio_rustls::TlsAcceptor::from(tls.config);

@@ -265,10 +265,17 @@ fn frames_cut_across_reads_are_reassembled() {
     let mut bytes = frame_bytes(0x89, b"cut-ping", true);
     bytes.extend(frame_bytes(0x01, br#"{"op":"subscribe","#, true));
     bytes.extend(frame_bytes(0x89, b"between", true));
-    bytes.extend(frame_bytes(0x80, br#""filter":{"services":["alpha"]}}"#, true));
+    bytes.extend(frame_bytes(
+        0x80,
+        br#""filter":{"services":["alpha"]}}"#,
+        true,
+    ));
     ws.send_in_pieces(&bytes, 3, Duration::from_millis(2));
     let pong = ws.next_frame(LONG).expect("pong");
-    assert_eq!((pong.opcode, pong.payload.as_slice()), (0xA, &b"cut-ping"[..]));
+    assert_eq!(
+        (pong.opcode, pong.payload.as_slice()),
+        (0xA, &b"cut-ping"[..])
+    );
     let pong = ws.next_frame(LONG).expect("second pong");
     assert_eq!(pong.payload.as_slice(), b"between");
     let (sub, _) = ws.until_type("subscribed", LONG);

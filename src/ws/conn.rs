@@ -72,25 +72,83 @@ fn reason_of(code: u16) -> DropReason {
     }
 }
 
-/// Partial message assembly (fragmented text or binary).
+/// Input buffers, allocated only while a fragmented message or a cut frame is in transit.
 #[derive(Default)]
-struct Assembly {
-    opcode: Option<u8>,
-    data: Vec<u8>,
+struct Bufs {
+    /// A fragmented message being assembled (text or binary).
+    msg: Vec<u8>,
+    /// Bytes of a frame cut across reads (plain sessions).
+    partial: Vec<u8>,
 }
 
-/// What a connection's input side remembers between reads.
+/// What a connection's input side remembers between reads: 16 bytes while nothing is in
+/// transit, because every idle plain-TCP session holds one.
 #[derive(Default)]
 pub(super) struct Input {
-    msg: Assembly,
+    bufs: Option<Box<Bufs>>,
+    /// Opcode of the message being assembled.
+    msg_op: Option<u8>,
     /// After a protocol error or the client's close, input is no longer interpreted.
     stopped: bool,
 }
 
 impl Input {
-    /// True once input is no longer interpreted.
-    pub(super) fn stopped(&self) -> bool {
-        self.stopped
+    /// True while bytes of a frame cut across reads are held.
+    pub(super) fn has_partial(&self) -> bool {
+        self.bufs.as_ref().is_some_and(|b| !b.partial.is_empty())
+    }
+
+    /// Keeps the unused tail of a read (the start of a frame), unless input has stopped.
+    pub(super) fn keep_partial(&mut self, tail: &[u8]) {
+        if !self.stopped && !tail.is_empty() {
+            let b = self.bufs.get_or_insert_with(Box::default);
+            b.partial.extend_from_slice(tail);
+        }
+    }
+
+    /// Frees the buffers once nothing is in transit.
+    fn tidy(&mut self) {
+        if self
+            .bufs
+            .as_ref()
+            .is_some_and(|b| b.msg.is_empty() && b.partial.is_empty())
+        {
+            self.bufs = None;
+        }
+    }
+
+    /// Reads more of a cut frame with `read` (straight behind the held bytes, into room for
+    /// at least `min` bytes or what the frame's header announced), then handles every
+    /// complete frame. Returns what `read` returned.
+    pub(super) fn read_partial(
+        &mut self,
+        min: usize,
+        read: impl FnOnce(&mut [u8]) -> Option<usize>,
+        shard: &Rc<Shard>,
+        hub: &Rc<Hub>,
+        c: &Rc<Client>,
+    ) -> Option<usize> {
+        let mut p = match self.bufs.as_mut() {
+            Some(b) => std::mem::take(&mut b.partial),
+            None => Vec::new(),
+        };
+        let have = p.len();
+        if p.capacity() - have < min {
+            p.reserve(min);
+        }
+        p.resize(p.capacity(), 0);
+        let got = read(&mut p[have..]);
+        p.truncate(have + got.unwrap_or(0));
+        let (used, need) = self.consume(shard, hub, c, &mut p);
+        p.drain(..used);
+        if !p.is_empty() && !self.stopped {
+            if need > p.len() {
+                p.reserve(need - p.len());
+            }
+            self.bufs.get_or_insert_with(Box::default).partial = p;
+        }
+        self.tidy();
+        got
     }
 
     /// Handles every complete frame at the front of `buf` (unmasking in place) and returns
@@ -119,7 +177,8 @@ impl Input {
                 return (used, total);
             }
             frame::unmask(&mut rest[h.header_len..total], h.mask);
-            let r = on_frame(shard, hub, c, h, &rest[h.header_len..total], &mut self.msg);
+            let payload = &rest[h.header_len..total];
+            let r = on_frame(shard, hub, c, h, payload, &mut self.msg_op, &mut self.bufs);
             used += total;
             match r {
                 Ok(true) => {}
@@ -130,6 +189,7 @@ impl Input {
                 }
             }
         }
+        self.tidy();
         if self.stopped {
             // Whatever follows is ignored.
             return (buf.len(), 0);
@@ -180,7 +240,8 @@ fn on_frame(
     c: &Rc<Client>,
     h: Header,
     payload: &[u8],
-    msg: &mut Assembly,
+    msg_op: &mut Option<u8>,
+    bufs: &mut Option<Box<Bufs>>,
 ) -> Result<bool, FrameError> {
     let max = hub.cfg.max_message_bytes;
     let too_big = FrameError {
@@ -203,7 +264,7 @@ fn on_frame(
             return Ok(false);
         }
         frame::OP_TEXT | frame::OP_BINARY => {
-            if msg.opcode.is_some() {
+            if msg_op.is_some() {
                 return Err(FrameError {
                     code: code::PROTOCOL,
                     reason: "new message before the previous one was finished",
@@ -215,24 +276,26 @@ fn on_frame(
             if h.fin {
                 complete(shard, hub, c, h.opcode, payload)?;
             } else {
-                msg.opcode = Some(h.opcode);
-                msg.data.extend_from_slice(payload);
+                *msg_op = Some(h.opcode);
+                let b = bufs.get_or_insert_with(Box::default);
+                b.msg.extend_from_slice(payload);
             }
         }
         _ => {
-            let Some(op) = msg.opcode else {
+            let Some(op) = *msg_op else {
                 return Err(FrameError {
                     code: code::PROTOCOL,
                     reason: "continuation frame without a message",
                 });
             };
-            if msg.data.len() + payload.len() > max {
+            let msg = &mut bufs.get_or_insert_with(Box::default).msg;
+            if msg.len() + payload.len() > max {
                 return Err(too_big);
             }
-            msg.data.extend_from_slice(payload);
+            msg.extend_from_slice(payload);
             if h.fin {
-                let data = std::mem::take(&mut msg.data);
-                msg.opcode = None;
+                let data = std::mem::take(msg);
+                *msg_op = None;
                 complete(shard, hub, c, op, &data)?;
             }
         }

@@ -37,6 +37,41 @@ pub const MAX_IOV: usize = 64;
 /// is freed by the tick, so 10k idle clients do not pin burst-sized buffers.
 const KEEP_QUEUE: usize = 16;
 
+/// A point in time in 8 bytes: microseconds since the process's first stamp, plus one (an
+/// `Option<Instant>` takes 16 bytes, and every client keeps four of these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp(std::num::NonZeroU64);
+
+impl Stamp {
+    /// Now.
+    pub fn now() -> Stamp {
+        Stamp::of(Instant::now())
+    }
+
+    /// The stamp of `t`.
+    pub fn of(t: Instant) -> Stamp {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        let us =
+            u64::try_from(t.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX - 1);
+        Stamp(std::num::NonZeroU64::MIN.saturating_add(us))
+    }
+
+    /// Time from `earlier` to `self` (zero if `earlier` is later).
+    pub fn duration_since(self, earlier: Stamp) -> Duration {
+        Duration::from_micros(self.0.get().saturating_sub(earlier.0.get()))
+    }
+}
+
+impl std::ops::Add<Duration> for Stamp {
+    type Output = Stamp;
+
+    fn add(self, d: Duration) -> Stamp {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        Stamp(self.0.saturating_add(us))
+    }
+}
+
 /// One queued frame.
 pub struct Out {
     /// The frame bytes (shared with every other client for events).
@@ -65,15 +100,17 @@ impl Notify {
 
     /// Waits until notified (consumes the notification).
     pub async fn wait(&self) {
-        std::future::poll_fn(|cx: &mut Context<'_>| {
-            if self.set.replace(false) {
-                Poll::Ready(())
-            } else {
-                self.waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
+        std::future::poll_fn(|cx: &mut Context<'_>| self.poll_wait(cx)).await
+    }
+
+    /// Ready (consuming the notification) if notified; otherwise registers `cx`'s waker.
+    pub fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.set.replace(false) {
+            Poll::Ready(())
+        } else {
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
     }
 }
 
@@ -128,11 +165,11 @@ pub struct Client {
     /// Bytes in `queue`.
     pub queued_bytes: Cell<usize>,
     /// Since when the queue has been over its bound.
-    pub over_since: Cell<Option<Instant>>,
+    pub over_since: Cell<Option<Stamp>>,
     /// When the unanswered ping was sent (None = no ping outstanding).
-    pub ping_out: Cell<Option<Instant>>,
+    pub ping_out: Cell<Option<Stamp>>,
     /// When the last ping was sent.
-    last_ping: Cell<Instant>,
+    last_ping: Cell<Stamp>,
     /// Our close frame is queued: nothing more is queued after it.
     pub close_queued: Cell<bool>,
     /// The client's close frame arrived.
@@ -140,7 +177,7 @@ pub struct Client {
     /// Our close frame has been written.
     pub close_written: Cell<bool>,
     /// Drop the socket at this time if the close handshake has not finished.
-    pub close_deadline: Cell<Option<Instant>>,
+    pub close_deadline: Cell<Option<Stamp>>,
     /// The connection is finished; tasks exit.
     pub done: Cell<bool>,
     /// Wakes the writer task.
@@ -222,7 +259,7 @@ impl Hub {
             queued_bytes: Cell::new(0),
             over_since: Cell::new(None),
             ping_out: Cell::new(None),
-            last_ping: Cell::new(Instant::now()),
+            last_ping: Cell::new(Stamp::now()),
             close_queued: Cell::new(false),
             close_received: Cell::new(false),
             close_written: Cell::new(false),
@@ -279,7 +316,7 @@ impl Hub {
         let queued = c.queued_bytes.get() + len;
         c.queued_bytes.set(queued);
         if queued > self.cfg.max_queue_bytes {
-            let now = Instant::now();
+            let now = Stamp::now();
             match c.over_since.get() {
                 None => c.over_since.set(Some(now)),
                 Some(t) if now.duration_since(t) > self.cfg.slow_grace => {
@@ -475,12 +512,12 @@ impl Hub {
             },
         );
         c.close_deadline
-            .set(Some(Instant::now() + self.cfg.close_timeout));
+            .set(Some(Stamp::now() + self.cfg.close_timeout));
     }
 
     /// A client over its bound past the grace period: its backlog is discarded, a 1008 close
     /// is queued, and the socket is dropped if the close cannot be written within the timeout.
-    fn drop_slow(&self, c: &Client, now: Instant) {
+    fn drop_slow(&self, c: &Client, now: Stamp) {
         self.stats.borrow_mut().drop_client(DropReason::Slow);
         let mut q = c.queue.borrow_mut();
         // A frame the hub has partly written must be finished, or the close frame would land
@@ -492,7 +529,8 @@ impl Hub {
         q.clear();
         c.queued_bytes.set(0);
         if let Some(o) = started {
-            c.queued_bytes.set(o.bytes.len() - c.front_sent.get().min(o.bytes.len()));
+            c.queued_bytes
+                .set(o.bytes.len() - c.front_sent.get().min(o.bytes.len()));
             q.push_back(o);
         }
         drop(q);
@@ -709,7 +747,7 @@ impl Hub {
     }
 
     /// Once per tick: pings, pong deadlines, slow clients with no new traffic, close deadlines.
-    fn tick(&self, now: Instant) {
+    fn tick(&self, now: Stamp) {
         // Nothing below adds or removes clients (that happens in their tasks), so the list can
         // stay borrowed instead of being copied every tick.
         let clients = self.clients.borrow();
@@ -723,7 +761,7 @@ impl Hub {
             if let Some(sent) = c.ping_out.get() {
                 if now.duration_since(sent) > self.cfg.pong_timeout {
                     self.close(
-                        &c,
+                        c,
                         code::POLICY,
                         "pong not received in time",
                         Some(DropReason::PongTimeout),
@@ -757,7 +795,7 @@ impl Hub {
                 c.last_ping.set(now);
                 c.ping_out.set(Some(now));
                 self.push(
-                    &c,
+                    c,
                     Out {
                         bytes: self.ping.clone(),
                         born: None,
@@ -783,7 +821,7 @@ impl Hub {
         let period = period.clamp(Duration::from_millis(5), Duration::from_secs(1));
         loop {
             monoio::time::sleep(period).await;
-            self.tick(Instant::now());
+            self.tick(Stamp::now());
         }
     }
 }

@@ -9,12 +9,12 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::os::fd::AsRawFd;
-use std::pin::pin;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
-use monoio::net::TcpStream;
+use monoio::net::{TcpStream, UnixStream};
 
 use super::conn::{set_send_buffer, Input};
 use super::hub::{Client, Hub, Writer};
@@ -33,6 +33,7 @@ thread_local! {
 }
 
 /// What woke a waiting session.
+#[derive(Clone, Copy)]
 enum Wake {
     /// Bytes (or end of stream) to read.
     Readable,
@@ -40,6 +41,17 @@ enum Wake {
     Writable,
     /// The hub asked: the client was killed, or just got blocked.
     Notified,
+}
+
+impl Wake {
+    /// `self` when the wait it stands for ended it, `Notified` when the hub did.
+    fn unless_notified(self, io_ready: bool) -> Wake {
+        if io_ready {
+            self
+        } else {
+            Wake::Notified
+        }
+    }
 }
 
 /// How a read pass ended.
@@ -50,115 +62,139 @@ enum Read {
     Closed,
 }
 
-/// Runs an upgraded plain-TCP connection until it closes.
-pub async fn run(shard: Rc<Shard>, up: Upgraded<TcpStream>) {
-    let stream = up.stream;
-    let fd = stream.as_raw_fd();
-    let hub = shard.ws_hub().clone();
+/// Starts a session on an upgraded plain-TCP connection; the returned future runs it until
+/// the connection closes. Set-up happens here, outside the future, because an async fn keeps
+/// its arguments for its whole life: the future keeps only what the session needs while it
+/// waits, and every idle client holds one. Fails only when the runtime cannot take the socket
+/// back (the connection is then closed).
+pub fn run(shard: Rc<Shard>, up: Upgraded<TcpStream>) -> std::io::Result<impl Future<Output = ()>> {
+    let Upgraded { stream, leftover } = up;
+    let sock = Socket::new(stream)?;
+    let fd = sock.fd();
+    let hub = shard.ws_hub();
     set_send_buffer(fd, hub.cfg.send_buffer_bytes);
     let c = hub.add(fd, Writer::Hub);
     hub.send_text(&c, &protocol::hello(shard.shared().seq.latest()));
     let mut input = Input::default();
-    // Bytes of a frame cut across reads; empty (no allocation) between frames.
-    let mut partial = Vec::new();
-    if !up.leftover.is_empty() {
-        let mut first = up.leftover;
-        let (used, _) = input.consume(&shard, &hub, &c, &mut first);
-        partial.extend_from_slice(&first[used..]);
+    // The HTTP layer's read buffer (4 KiB) is dropped here rather than kept by every idle
+    // session; a frame it cut short moves to the input's small partial buffer.
+    let mut first = leftover;
+    if !first.is_empty() {
+        let (used, _) = input.consume(&shard, hub, &c, &mut first);
+        input.keep_partial(&first[used..]);
     }
-    loop {
-        if c.done.get() {
-            break;
-        }
-        match wait(&stream, &c).await {
-            Wake::Readable => {
-                if let Read::Closed = read_all(&shard, &hub, &c, &mut input, &mut partial) {
-                    break;
-                }
+    // An async block, not an async fn: an async fn would keep a second copy of its
+    // arguments (rust-lang/rust#62958).
+    Ok(async move {
+        loop {
+            if c.done.get() {
+                break;
             }
-            Wake::Writable => hub.flush(&c),
-            Wake::Notified => {}
+            // A blocked client waits for its socket to drain before anything it sent is read:
+            // it is not reading what we send, and the close timeout bounds how long that lasts.
+            let want = if c.blocked.get() {
+                Wake::Writable
+            } else {
+                Wake::Readable
+            };
+            let woke = want.unless_notified(either(sock.ready(want), &c).await);
+            let hub = shard.ws_hub();
+            match woke {
+                Wake::Readable => {
+                    if let Read::Closed = read_all(&shard, hub, &c, &mut input) {
+                        break;
+                    }
+                }
+                Wake::Writable => hub.flush(&c),
+                Wake::Notified => {}
+            }
         }
-    }
-    hub.remove(&c);
-    // Mark the client done before the descriptor closes: the hub checks `done` before every
-    // write, so it never writes to a reused fd.
-    c.kill();
-    drop(stream);
-    shard.ws_closed();
+        shard.ws_hub().remove(&c);
+        // Mark the client done before the descriptor closes: the hub checks `done` before
+        // every write, so it never writes to a reused fd.
+        c.kill();
+        drop(sock);
+        shard.ws_closed();
+    })
 }
 
-/// Waits for input, for writability while the client is blocked, or for the hub's call.
-async fn wait(stream: &TcpStream, c: &Client) -> Wake {
-    let mut readable = pin!(stream.readable(false));
-    let blocked = c.blocked.get();
-    let mut writable = pin!(async {
-        if blocked {
-            stream.writable(false).await
-        } else {
-            std::future::pending().await
+/// A connected socket seen as just a descriptor with readiness waits.
+///
+/// monoio offers `readable`/`writable` waits (an io_uring poll, or epoll on the fallback
+/// driver) on its stream types. Its `UnixStream` holds nothing but the descriptor (8 bytes,
+/// where `TcpStream` keeps 80 for address caches), and a poll does not care which family a
+/// socket is, so the session keeps its TCP socket in one: every idle client holds it. All
+/// reads and writes are plain `recv`/`sendmsg` calls on the descriptor.
+struct Socket(UnixStream);
+
+impl Socket {
+    fn new(tcp: TcpStream) -> std::io::Result<Socket> {
+        // SAFETY: `into_raw_fd` hands over sole ownership of an open socket to the wrapper.
+        let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(tcp.into_raw_fd()) };
+        UnixStream::from_std(std).map(Socket)
+    }
+
+    fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    /// Waits until the socket is writable (`Wake::Writable`) or else readable.
+    async fn ready(&self, want: Wake) -> std::io::Result<()> {
+        match want {
+            Wake::Writable => self.0.writable(false).await,
+            _ => self.0.readable(false).await,
         }
-    });
-    let mut woken = pin!(c.wake.wait());
-    std::future::poll_fn(|cx| {
-        if woken.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Wake::Notified);
+    }
+}
+
+/// Waits for `io` (a readiness wait) or for the hub's call, whichever comes first: true when
+/// `io` is ready.
+///
+/// A hand-written future rather than an async fn: an async fn would store `io` twice (its
+/// argument and its pinned copy), and every idle client holds one of these.
+fn either<F: Future>(io: F, c: &Client) -> Either<'_, F> {
+    Either { io, c }
+}
+
+/// The future of [`either`].
+struct Either<'a, F> {
+    io: F,
+    c: &'a Client,
+}
+
+impl<F: Future> Future for Either<'_, F> {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.c.wake.poll_wait(cx).is_ready() {
+            return Poll::Ready(false);
         }
-        // An error (the socket was shut down, say) is seen by the read that follows.
-        if readable.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Wake::Readable);
-        }
-        if writable.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Wake::Writable);
-        }
-        Poll::Pending
-    })
-    .await
+        // SAFETY: `io` is structurally pinned: it is never moved out of `self`, and `Either`
+        // has no Drop impl or other access that could move it.
+        let io = unsafe { self.map_unchecked_mut(|e| &mut e.io) };
+        // An error (the socket was shut down, say) is seen by the read or write that follows.
+        io.poll(cx).map(|_| true)
+    }
 }
 
 /// Reads until the socket is empty, handling every complete frame.
-fn read_all(
-    shard: &Rc<Shard>,
-    hub: &Rc<Hub>,
-    c: &Rc<Client>,
-    input: &mut Input,
-    partial: &mut Vec<u8>,
-) -> Read {
+fn read_all(shard: &Rc<Shard>, hub: &Rc<Hub>, c: &Rc<Client>, input: &mut Input) -> Read {
     loop {
-        let n = if partial.is_empty() {
+        let n = if !input.has_partial() {
             SCRATCH_BUF.with_borrow_mut(|buf| {
                 let n = recv(c, buf)?;
                 let (used, _) = input.consume(shard, hub, c, &mut buf[..n]);
-                partial.extend_from_slice(&buf[used..n]);
+                input.keep_partial(&buf[used..n]);
                 // A short read emptied the socket: skip the recv that would say so.
-                Some(if n > 0 && n < buf.len() { usize::MAX } else { n })
+                Some(if n > 0 && n < buf.len() {
+                    usize::MAX
+                } else {
+                    n
+                })
             })
         } else {
-            // A frame is in transit: read straight behind it, growing the buffer to the size
-            // its header announced (bounded by the frame limit the header check enforces).
-            let have = partial.len();
-            if partial.capacity() - have < SCRATCH / 4 {
-                partial.reserve(SCRATCH / 4);
-            }
-            partial.resize(partial.capacity(), 0);
-            let got = recv(c, &mut partial[have..]);
-            partial.truncate(have + got.unwrap_or(0));
-            got.map(|n| {
-                let (used, need) = input.consume(shard, hub, c, partial);
-                partial.drain(..used);
-                if need > partial.len() {
-                    partial.reserve(need - partial.len());
-                }
-                if partial.is_empty() {
-                    // Back to zero bytes held while idle.
-                    *partial = Vec::new();
-                }
-                n
-            })
+            input.read_partial(SCRATCH / 4, |room| recv(c, room), shard, hub, c)
         };
-        if input.stopped() {
-            partial.clear();
-        }
         match n {
             None => return Read::Drained,
             Some(0) => return Read::Closed,
@@ -175,14 +211,7 @@ fn recv(c: &Client, buf: &mut [u8]) -> Option<usize> {
     loop {
         // SAFETY: `buf` is valid for `buf.len()` writable bytes; the descriptor is this
         // session's own socket, open until the session ends.
-        let n = unsafe {
-            libc::recv(
-                c.fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
+        let n = unsafe { libc::recv(c.fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
         if n >= 0 {
             return Some(n as usize);
         }

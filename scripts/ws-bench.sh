@@ -12,7 +12,10 @@
 # second each); `at` in every event is the status-change time, and the swarm records
 # arrival - at. The peer stamps `at` when it broadcasts.
 #
-# CASES selects what runs (default "rw peer").
+#   floor : no server at all: `send_floor`, a bare send() loop from SERVER_CPU to CLIENTS
+#           loopback clients, one broadcast per second; the least any one-core server can
+#           take per client on this machine (latency at the clients, CPU per send)
+# CASES selects what runs (default "rw peer floor").
 # Knobs: CLIENTS (10000), DURATION (20), WARMUP (3), SERVER_CPU (0), CLIENT_CPU (1),
 # RW_PORT (18180), PEER_PORT (18190), FLEET_PORT (20600), OUT (target/ws-bench.txt).
 set -euo pipefail
@@ -115,7 +118,12 @@ run_case() { # run_case NAME PORT SUBSCRIBE
   echo "# ws-bench $(date -u +%FT%TZ) clients=$CLIENTS duration=${DURATION}s server_cpu=$SERVER_CPU client_cpu=$CLIENT_CPU"
   echo "# machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
 
-  if [[ " ${CASES:-rw peer} " == *" rw "* ]]; then
+  if [[ " ${CASES:-rw peer floor} " == *" floor "* ]]; then
+    RUN=$(($(cat "$WORK/run") + 1)); echo "$RUN" >"$WORK/run"
+    echo "floor b1 $(timeout 300 "$ROOT/target/release/send_floor" --clients "$CLIENTS" --rounds 5 \
+      --source "127.0.$((RUN * 10)).1" --sources 8 --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU" 2>>"$WORK/swarm.log")"
+  fi
+  if [[ " ${CASES:-rw peer floor} " == *" rw "* ]]; then
   # idle RSS: ringwatch
   start_rw 1
   r0=$(rss "$SRV")
@@ -139,7 +147,7 @@ run_case() { # run_case NAME PORT SUBSCRIBE
   done
 
   fi
-  if [[ " ${CASES:-rw peer} " == *" peer "* ]]; then
+  if [[ " ${CASES:-rw peer floor} " == *" peer "* ]]; then
   # peer
   start_peer 0
   r0=$(rss "$SRV")

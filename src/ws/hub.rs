@@ -900,6 +900,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stamps_order_and_measure_like_instants() {
+        let t0 = Instant::now();
+        let a = Stamp::of(t0);
+        let b = Stamp::of(t0 + Duration::from_millis(1500));
+        assert!(a < b);
+        assert_eq!(b.duration_since(a), Duration::from_millis(1500));
+        assert_eq!(a.duration_since(b), Duration::ZERO);
+        assert_eq!(a + Duration::from_millis(1500), b);
+        assert_eq!(std::mem::size_of::<Option<Stamp>>(), 8);
+    }
+
+    #[test]
     fn batch_advances_across_and_within_buffers() {
         let mut b = Batch::default();
         b.push(Bytes::from_static(b"abc"));

@@ -48,7 +48,7 @@ impl Stamp {
         Stamp::of(Instant::now())
     }
 
-    /// The stamp of `t`.
+    /// The stamp of `t` (times before the process's first stamp read as that stamp).
     pub fn of(t: Instant) -> Stamp {
         static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         let epoch = *EPOCH.get_or_init(Instant::now);
@@ -901,6 +901,8 @@ mod tests {
 
     #[test]
     fn stamps_order_and_measure_like_instants() {
+        // Times before the first stamp read as the first stamp; start the clock first.
+        let _ = Stamp::now();
         let t0 = Instant::now();
         let a = Stamp::of(t0);
         let b = Stamp::of(t0 + Duration::from_millis(1500));

@@ -17,7 +17,8 @@
 #           take per client on this machine (latency at the clients, CPU per send)
 # CASES selects what runs (default "rw peer floor").
 # Knobs: CLIENTS (10000), DURATION (20), WARMUP (3), SERVER_CPU (0), CLIENT_CPU (1),
-# RW_PORT (18180), PEER_PORT (18190), FLEET_PORT (20600), OUT (target/ws-bench.txt).
+# RW_PORT (18180), PEER_PORT (18190), FLEET_PORT (20600), OUT (target/ws-bench.txt),
+# RW_BIN (the ringwatch binary to measure; default target/release/ringwatch).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CLIENTS=${CLIENTS:-10000}
@@ -30,7 +31,7 @@ PEER_PORT=${PEER_PORT:-18190}
 FLEET_PORT=${FLEET_PORT:-20600}
 OUT=${OUT:-$ROOT/target/ws-bench.txt}
 B=$ROOT/target/release/ringwatch-loadtest
-RW=$ROOT/target/release/ringwatch
+RW=${RW_BIN:-$ROOT/target/release/ringwatch}
 ulimit -n "$(ulimit -Hn)"
 
 "$ROOT/scripts/install-ws-peer.sh" >&2

@@ -14,6 +14,7 @@ fn store() -> Vec<StoredTransition> {
             seq,
             service: if seq % 2 == 0 { "svc-a" } else { "svc-b" }.into(),
             to: if (seq / 2) % 2 == 0 { "up" } else { "down" }.into(),
+            status_code: Some(if (seq / 2) % 2 == 0 { 200 } else { 500 }),
         })
         .collect()
 }
@@ -219,7 +220,9 @@ fn the_flap_schedule_allows_one_either_way() {
 #[test]
 fn a_steady_service_that_changes_fails_the_schedule() {
     let mut s = store();
+    // A down that the fleet answered (status 500 on an /ok target): not the host's doing.
     s[2].service = "svc-ok".into();
+    assert_eq!((s[2].to.as_str(), s[2].status_code), ("down", Some(500)));
     let clients = [client(&s, BASE + 1..=END)];
     let mut sched = schedule(true);
     sched.to_ms = 4_500;
@@ -229,4 +232,62 @@ fn a_steady_service_that_changes_fails_the_schedule() {
         ["transition count matches the flap schedule"]
     );
     assert_eq!(c.steady_transitions, 1);
+    assert_eq!(c.services_off_schedule, 1);
+}
+
+/// Seqs 113 and 114: `service` went down without a response (a timeout), then recovered.
+fn with_timeout_pair(service: &str) -> Vec<StoredTransition> {
+    let mut s = store();
+    for (seq, to, code) in [(END + 3, "down", None), (END + 4, "up", Some(200))] {
+        s.push(StoredTransition {
+            seq,
+            service: service.into(),
+            to: to.into(),
+            status_code: code,
+        });
+    }
+    s
+}
+
+fn evaluate_to(
+    store: &[StoredTransition],
+    clients: &[SeqLog],
+    end: u64,
+) -> (Vec<(String, bool)>, SoakCounts) {
+    let sched = schedule(true);
+    let (checks, counts) = evaluate(&SoakInput {
+        base: BASE,
+        end,
+        store,
+        clients,
+        clients_expected: clients.len(),
+        disconnected: 0,
+        schedule: Some(&sched),
+    });
+    (
+        checks.into_iter().map(|c| (c.name, c.pass)).collect(),
+        counts,
+    )
+}
+
+#[test]
+fn timeouts_on_a_starved_host_are_not_schedule_errors() {
+    for service in ["svc-ok", "svc-a"] {
+        let s = with_timeout_pair(service);
+        let clients = [client(&s, BASE + 1..=END + 4)];
+        let (checks, c) = evaluate_to(&s, &clients, END + 4);
+        assert!(failed(&checks).is_empty(), "{service}: {checks:?}");
+        assert_eq!(c.failures_without_response, 1);
+    }
+    // The same pair with a status code on the down is the fleet answering, so it counts.
+    let mut s = with_timeout_pair("svc-ok");
+    let down = s.len() - 2;
+    s[down].status_code = Some(200);
+    let clients = [client(&s, BASE + 1..=END + 4)];
+    let (checks, c) = evaluate_to(&s, &clients, END + 4);
+    assert_eq!(
+        failed(&checks),
+        ["transition count matches the flap schedule"]
+    );
+    assert_eq!(c.failures_without_response, 0);
 }

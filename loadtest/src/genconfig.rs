@@ -28,6 +28,8 @@ pub struct GenConfig {
     pub path: String,
     /// Use [`MIX`] instead of `path`.
     pub mix: bool,
+    /// A share of services probing a flapping path instead of `path` (ignored with `mix`).
+    pub flap: Option<FlapShare>,
     /// Probe interval, e.g. `60s`.
     pub interval: String,
     /// Probe timeout, e.g. `5s`.
@@ -40,6 +42,26 @@ pub struct GenConfig {
     pub shards: usize,
     /// SQLite path.
     pub db: String,
+}
+
+/// A share of the services probing another path (the soak scenario's `/flap/PERIOD`), spread
+/// evenly over the indices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlapShare {
+    /// Percent of services (1..=100) that probe `path`.
+    pub percent: u32,
+    /// Their path, e.g. `/flap/2000`.
+    pub path: String,
+}
+
+/// Whether service `index` (1-based) is one of the `percent`% that flap.
+///
+/// Exactly `floor(n * percent / 100)` of the services `1..=n` are picked, evenly spaced (a
+/// Bresenham step), so a small run still gets its share and the choice is deterministic: the
+/// soak checks need to know which services flap without reading the config back.
+pub fn flaps(index: usize, percent: u32) -> bool {
+    let p = percent.min(100) as usize;
+    index >= 1 && index * p / 100 > (index - 1) * p / 100
 }
 
 /// The path service `index` (1-based) probes under `--mix`.
@@ -86,7 +108,11 @@ pub fn write_config<W: Write>(cfg: &GenConfig, w: &mut W) -> io::Result<()> {
     let mut line = String::with_capacity(160);
     for i in 1..=cfg.services {
         let port = cfg.ports[(i - 1) % cfg.ports.len()];
-        let path = if cfg.mix { mix_path(i) } else { &cfg.path };
+        let path = match &cfg.flap {
+            _ if cfg.mix => mix_path(i),
+            Some(f) if flaps(i, f.percent) => &f.path,
+            _ => &cfg.path,
+        };
         line.clear();
         // Writing into a String cannot fail.
         let _ = writeln!(
@@ -123,6 +149,7 @@ mod tests {
             host: "127.0.0.1".into(),
             path: "/ok".into(),
             mix,
+            flap: None,
             interval: "60s".into(),
             timeout: "5s".into(),
             jitter: "10%".into(),
@@ -207,6 +234,33 @@ mod tests {
                 "{path}: {n} vs {expect}"
             );
         }
+    }
+
+    #[test]
+    fn flap_share_is_exact_and_spread() {
+        for (n, pct) in [
+            (20usize, 50u32),
+            (200, 50),
+            (7, 30),
+            (10, 100),
+            (10, 0),
+            (3, 1),
+        ] {
+            let picked: Vec<usize> = (1..=n).filter(|&i| flaps(i, pct)).collect();
+            assert_eq!(picked.len(), n * pct as usize / 100, "{n} {pct}");
+        }
+        assert_eq!(
+            (1..=6).filter(|&i| flaps(i, 50)).collect::<Vec<_>>(),
+            [2, 4, 6]
+        );
+        let mut c = cfg(10, false);
+        c.flap = Some(FlapShare {
+            percent: 50,
+            path: "/flap/2000".into(),
+        });
+        let doc: Doc = serde_saphyr::from_str(&generate(&c)).expect("valid yaml");
+        assert_eq!(doc.services[0].url, "http://127.0.0.1:20000/ok?i=1");
+        assert_eq!(doc.services[1].url, "http://127.0.0.1:20001/flap/2000?i=2");
     }
 
     #[test]

@@ -8,9 +8,11 @@
 
 pub mod fleet;
 pub mod genconfig;
+pub mod peers;
 pub mod ports;
 pub mod procstat;
 pub mod report;
 pub mod scenario;
 pub mod script;
+pub mod soak;
 pub mod swarm;

@@ -1,4 +1,5 @@
-//! `ringwatch-loadtest`: target fleet, config generator and `/proc` sampler.
+//! `ringwatch-loadtest`: target fleet, config generator, `/proc` sampler, WebSocket swarm, and
+//! the `probe`, `fanout` and `soak` scenarios.
 
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use ringwatch_loadtest::fleet::{DriverChoice, Fleet, FleetConfig};
-use ringwatch_loadtest::genconfig::{self, GenConfig};
+use ringwatch_loadtest::genconfig::{self, FlapShare, GenConfig};
+use ringwatch_loadtest::peers::Peer;
 use ringwatch_loadtest::{ports, procstat};
 
 #[derive(Parser)]
@@ -143,9 +145,20 @@ enum Cmd {
         /// Fleet threads.
         #[arg(long, default_value_t = 1)]
         fleet_threads: usize,
+        /// After ringwatch, measure these peers against the same fleet (ringwatch stopped)
+        /// and print ringwatch / peer ratios: `wrk` (requests per wrk CPU-second on `/ok`),
+        /// `blackbox` (Debian prometheus-blackbox-exporter, probes per CPU-second). A missing
+        /// peer is a note in the report (install: scripts/install-peers.sh).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        peers: Vec<Peer>,
+        /// Seconds each peer is measured (default: --duration).
+        #[arg(long)]
+        peer_duration: Option<u64>,
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Fan-out scenario: services flapping every --flap-ms, a WebSocket swarm subscribed to
+    /// everything; change -> receipt latency, delivered messages/s, CPU per delivery.
     Fanout {
         /// Measurement window, seconds (1..=600), after the warm-up.
         #[arg(long, default_value_t = 20)]
@@ -177,6 +190,64 @@ enum Cmd {
         /// Swarm threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// After ringwatch, run this peer with the same swarm and print ringwatch / peer
+        /// ratios: `ws` (Node ws broadcast server, scripts/ws-peer/server.js; install:
+        /// scripts/install-ws-peer.sh).
+        #[arg(long, value_enum)]
+        peer: Option<Peer>,
+        /// Seconds the peer is measured (default: --duration).
+        #[arg(long)]
+        peer_duration: Option<u64>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Soak scenario: probe load and WebSocket fan-out at once; checks that every transition
+    /// reaches every client exactly once and is in the store. Exits non-zero when a check
+    /// fails.
+    Soak {
+        /// Measurement window, seconds (1..=600), after the warm-up.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Seconds between connecting the clients and the latency window.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Seconds the clients keep reading after the window, before the checks.
+        #[arg(long, default_value_t = 3.0)]
+        drain: f64,
+        /// Services in the generated config.
+        #[arg(long, default_value_t = 200)]
+        services: usize,
+        /// Percent of the services probing /flap/FLAP_MS; the rest probe /ok.
+        #[arg(long, default_value_t = 50)]
+        flap_percent: u32,
+        /// Flap period of the flapping targets, ms (one transition per service per period).
+        #[arg(long, default_value_t = 2000)]
+        flap_ms: u64,
+        /// Probe interval of every service (at most half of --flap-ms).
+        #[arg(long, default_value = "250ms")]
+        interval: String,
+        /// Probe timeout (shorter than the interval).
+        #[arg(long, default_value = "200ms")]
+        timeout: String,
+        /// WebSocket clients.
+        #[arg(long, default_value_t = 500)]
+        clients: usize,
+        /// First client source address (127.0.0.0/8).
+        #[arg(long, default_value = "127.0.30.1", value_parser = ports::parse_loopback)]
+        source: IpAddr,
+        /// Consecutive source addresses.
+        #[arg(long, default_value_t = 8)]
+        sources: usize,
+        /// Swarm threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Most transition seqs one client records (one bit each, grown on demand); more
+        /// fail the check rather than grow memory.
+        #[arg(long, default_value_t = 1_000_000)]
+        seq_cap: u64,
+        /// Fleet threads.
+        #[arg(long, default_value_t = 1)]
+        fleet_threads: usize,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -249,6 +320,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 host: host.to_string(),
                 path,
                 mix,
+                flap: None,
                 interval,
                 timeout,
                 jitter,
@@ -291,6 +363,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 warmup,
                 duration,
                 uring: driver == "uring",
+                seqs: None,
             })?;
             println!("{}", report.to_json());
             Ok(())
@@ -302,6 +375,8 @@ fn run(cli: Cli) -> Result<(), String> {
             timeout,
             path,
             fleet_threads,
+            peers,
+            peer_duration,
             target,
         } => {
             raise_nofile_limit();
@@ -310,8 +385,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 services,
                 fleet_threads,
                 path,
+                flap: None,
                 interval,
                 timeout,
+                peers,
+                peer_duration_s: peer_duration.unwrap_or(duration),
             };
             let base = target.scenario("probe", load)?;
             let dir = ringwatch_loadtest::scenario::run_probe(&base)?;
@@ -329,6 +407,8 @@ fn run(cli: Cli) -> Result<(), String> {
             source,
             sources,
             threads,
+            peer,
+            peer_duration,
             target,
         } => {
             raise_nofile_limit();
@@ -341,8 +421,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 services,
                 fleet_threads: 1,
                 path,
+                flap: None,
                 interval,
                 timeout,
+                peers: peer.into_iter().collect(),
+                peer_duration_s: peer_duration.unwrap_or(duration),
             };
             let base = target.scenario("fanout", load)?;
             let dir = ringwatch_loadtest::scenario::run_fanout(
@@ -357,6 +440,66 @@ fn run(cli: Cli) -> Result<(), String> {
             )?;
             println!("{}", dir.display());
             Ok(())
+        }
+        Cmd::Soak {
+            duration,
+            warmup,
+            drain,
+            services,
+            flap_percent,
+            flap_ms,
+            interval,
+            timeout,
+            clients,
+            source,
+            sources,
+            threads,
+            seq_cap,
+            fleet_threads,
+            target,
+        } => {
+            raise_nofile_limit();
+            let IpAddr::V4(source) = source else {
+                return Err("--source must be IPv4".into());
+            };
+            let load = Load {
+                duration_s: duration,
+                services,
+                fleet_threads,
+                path: Some("/ok".into()),
+                flap: Some(FlapShare {
+                    percent: flap_percent,
+                    path: format!("/flap/{}", flap_ms.max(1)),
+                }),
+                interval,
+                timeout,
+                peers: Vec::new(),
+                peer_duration_s: 0,
+            };
+            let base = target.scenario("soak", load)?;
+            let outcome =
+                ringwatch_loadtest::soak::run_soak(&ringwatch_loadtest::soak::SoakScenario {
+                    base,
+                    flap_ms: flap_ms.max(1),
+                    clients,
+                    source,
+                    sources,
+                    threads,
+                    warmup_s: warmup,
+                    drain_s: drain,
+                    seq_cap,
+                })?;
+            println!("{}", outcome.dir.display());
+            if outcome.failed.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "soak: {} check(s) failed ({}); see {}",
+                    outcome.failed.len(),
+                    outcome.failed.join("; "),
+                    outcome.dir.join("summary.md").display()
+                ))
+            }
         }
         Cmd::Procstat { pid, window } => {
             let a = procstat::sample(pid).map_err(|e| format!("pid {pid}: {e}"))?;
@@ -410,8 +553,11 @@ struct Load {
     services: usize,
     fleet_threads: usize,
     path: Option<String>,
+    flap: Option<FlapShare>,
     interval: String,
     timeout: String,
+    peers: Vec<Peer>,
+    peer_duration_s: u64,
 }
 
 impl TargetArgs {
@@ -426,8 +572,11 @@ impl TargetArgs {
             services,
             fleet_threads,
             path,
+            flap,
             interval,
             timeout,
+            peers,
+            peer_duration_s,
         } = load;
         let stop = Arc::new(AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -447,6 +596,9 @@ impl TargetArgs {
             pid: self.pid,
             out: self.out.unwrap_or_else(|| default_out(name)),
             stop,
+            flap,
+            peers,
+            peer_duration_s,
         })
     }
 }

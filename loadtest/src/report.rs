@@ -32,6 +32,46 @@ impl Metric {
     }
 }
 
+/// One ringwatch / peer comparison, measured in the same run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerRow {
+    /// The peer, e.g. `wrk`, `blackbox_exporter`, `node ws`.
+    pub peer: String,
+    /// What is compared, e.g. `work per CPU-second (ringwatch probes, wrk requests)`.
+    pub metric: String,
+    /// Unit of both values.
+    pub unit: String,
+    /// ringwatch's value.
+    pub ringwatch: f64,
+    /// The peer's value.
+    pub peer_value: f64,
+    /// Whether a larger value is better (throughput) or worse (latency, CPU per message), so a
+    /// reader knows which side of 1.0 the ratio should be on.
+    pub higher_is_better: bool,
+}
+
+impl PeerRow {
+    /// ringwatch / peer; NaN when either side is unknown or the peer's value is 0.
+    pub fn ratio(&self) -> f64 {
+        if self.ringwatch.is_finite() && self.peer_value.is_finite() && self.peer_value != 0.0 {
+            self.ringwatch / self.peer_value
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// One pass/fail check of a run (the soak scenario's delivery checks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// Short name, e.g. `exactly once at every client`.
+    pub name: String,
+    /// Whether it held.
+    pub pass: bool,
+    /// The counts behind the verdict.
+    pub detail: String,
+}
+
 /// Everything one run reports.
 pub struct Report<'a> {
     /// Scenario name (`probe`, `fanout`, `soak`).
@@ -46,6 +86,19 @@ pub struct Report<'a> {
     pub throughput: &'a [(f64, f64)],
     /// What the throughput series measures, with its unit, e.g. `probes/s`.
     pub throughput_label: &'a str,
+    /// ringwatch / peer comparisons (empty: no peers were asked for).
+    pub peers: &'a [PeerRow],
+    /// Pass/fail checks (empty: the scenario has none).
+    pub checks: &'a [Check],
+    /// Free-text notes, e.g. why a peer could not be measured.
+    pub notes: &'a [String],
+}
+
+impl Report<'_> {
+    /// True when every check passed (also when there are none).
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.pass)
+    }
 }
 
 /// A latency distribution: a full HDR histogram, or the percentile points a Prometheus
@@ -131,26 +184,103 @@ pub fn to_json(r: &Report) -> Value {
         lat.insert(pct_key(p), json!(r.latency.ms_at(p)));
     }
     lat.insert("max".into(), json!(r.latency.max_ms()));
-    json!({
+    let peers: Vec<Value> = r
+        .peers
+        .iter()
+        .map(|p| {
+            json!({
+                "peer": p.peer,
+                "metric": p.metric,
+                "unit": p.unit,
+                "ringwatch": p.ringwatch,
+                "peer_value": p.peer_value,
+                "ratio": p.ratio(),
+                "higher_is_better": p.higher_is_better,
+            })
+        })
+        .collect();
+    let checks: Vec<Value> = r
+        .checks
+        .iter()
+        .map(|c| json!({ "name": c.name, "pass": c.pass, "detail": c.detail }))
+        .collect();
+    let mut v = json!({
         "scenario": r.scenario,
         "summary": summary,
         "latency": { "label": r.latency_label, "unit": "ms", "percentiles": lat },
         "throughput": { "label": r.throughput_label, "series": r.throughput },
-    })
+    });
+    // Only scenarios that have them carry these keys, so older readers of probe/fanout JSON
+    // see the same document as before.
+    if !r.peers.is_empty() {
+        v["peers"] = json!(peers);
+    }
+    if !r.checks.is_empty() {
+        v["checks"] = json!(checks);
+        v["pass"] = json!(r.passed());
+    }
+    if !r.notes.is_empty() {
+        v["notes"] = json!(r.notes);
+    }
+    v
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        "-".to_string()
+    }
 }
 
 /// The Markdown summary of a report.
 pub fn to_markdown(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# ringwatch loadtest: {}\n", r.scenario);
+    if !r.checks.is_empty() {
+        let verdict = if r.passed() { "PASS" } else { "FAIL" };
+        let _ = writeln!(s, "## Checks: {verdict}\n");
+        let _ = writeln!(s, "| Check | Result | Detail |\n|---|---|---|");
+        for c in r.checks {
+            let res = if c.pass { "PASS" } else { "FAIL" };
+            let _ = writeln!(s, "| {} | {res} | {} |", c.name, c.detail.replace('|', "/"));
+        }
+        s.push('\n');
+    }
     let _ = writeln!(s, "| Metric | Value | Unit |\n|---|---:|---|");
     for m in r.summary {
-        let v = if m.value.is_finite() {
-            format!("{:.3}", m.value)
-        } else {
-            "-".to_string()
-        };
-        let _ = writeln!(s, "| {} | {} | {} |", m.key, v, m.unit);
+        let _ = writeln!(s, "| {} | {} | {} |", m.key, fmt_value(m.value), m.unit);
+    }
+    if !r.peers.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Peers (same run; ratio = ringwatch / peer)\n\n\
+             | Peer | Metric | Unit | ringwatch | peer | ratio | better |\n\
+             |---|---|---|---:|---:|---:|---|"
+        );
+        for p in r.peers {
+            let better = if p.higher_is_better {
+                "higher"
+            } else {
+                "lower"
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {better} |",
+                p.peer,
+                p.metric,
+                p.unit,
+                fmt_value(p.ringwatch),
+                fmt_value(p.peer_value),
+                fmt_value(p.ratio())
+            );
+        }
+    }
+    if !r.notes.is_empty() {
+        s.push_str("\n## Notes\n\n");
+        for n in r.notes {
+            let _ = writeln!(s, "- {n}");
+        }
     }
     let _ = writeln!(
         s,
@@ -393,6 +523,9 @@ mod tests {
             latency_label: "probe latency",
             throughput: &tp,
             throughput_label: "probes/s",
+            peers: &[],
+            checks: &[],
+            notes: &[],
         };
         let dir = std::env::temp_dir().join(format!("rw-report-test-{}", std::process::id()));
         write(&dir, &r).expect("write");
@@ -407,6 +540,8 @@ mod tests {
         assert_eq!(j["throughput"]["series"].as_array().map(Vec::len), Some(10));
         let md = fs::read_to_string(dir.join("summary.md")).expect("md");
         assert!(md.contains("| probes_per_s | 1234.500 | 1/s |"), "{md}");
+        assert!(!md.contains("Peers") && !md.contains("Checks"), "{md}");
+        assert!(j.get("peers").is_none() && j.get("checks").is_none());
         for f in ["latency.svg", "throughput.svg"] {
             check_svg(&fs::read_to_string(dir.join(f)).expect("svg"));
         }
@@ -423,6 +558,9 @@ mod tests {
             latency_label: "l",
             throughput: &[],
             throughput_label: "t<&>",
+            peers: &[],
+            checks: &[],
+            notes: &[],
         };
         check_svg(&latency_svg(&r));
         check_svg(&throughput_svg(&r));
@@ -441,5 +579,71 @@ mod tests {
         assert_eq!(j["latency"]["percentiles"]["p90"], 2.0);
         assert!(j["latency"]["percentiles"]["p99"].is_null());
         assert!(to_markdown(&q).contains("| 1.500 | 2.000 | - | 9.000 | - |"));
+    }
+
+    #[test]
+    fn peers_checks_and_notes() {
+        let h = Histogram::<u64>::new(3).expect("hist");
+        let peers = [
+            PeerRow {
+                peer: "wrk".into(),
+                metric: "work per CPU-second".into(),
+                unit: "1/s".into(),
+                ringwatch: 50_000.0,
+                peer_value: 80_000.0,
+                higher_is_better: true,
+            },
+            PeerRow {
+                peer: "blackbox_exporter".into(),
+                metric: "work per CPU-second".into(),
+                unit: "1/s".into(),
+                ringwatch: 50_000.0,
+                peer_value: 0.0,
+                higher_is_better: true,
+            },
+        ];
+        let checks = [
+            Check {
+                name: "a".into(),
+                pass: true,
+                detail: "0 missing".into(),
+            },
+            Check {
+                name: "b".into(),
+                pass: false,
+                detail: "2 duplicates | x".into(),
+            },
+        ];
+        let notes = ["node: not found; run scripts/install-ws-peer.sh".to_string()];
+        let r = Report {
+            scenario: "soak",
+            summary: &[],
+            latency: Latency::Hdr(&h),
+            latency_label: "l",
+            throughput: &[],
+            throughput_label: "t",
+            peers: &peers,
+            checks: &checks,
+            notes: &notes,
+        };
+        assert!(!r.passed());
+        assert!((peers[0].ratio() - 0.625).abs() < 1e-12);
+        assert!(peers[1].ratio().is_nan());
+        let md = to_markdown(&r);
+        assert!(md.contains("## Checks: FAIL"), "{md}");
+        assert!(md.contains("| b | FAIL | 2 duplicates / x |"), "{md}");
+        assert!(
+            md.contains(
+                "| wrk | work per CPU-second | 1/s | 50000.000 | 80000.000 | 0.625 | higher |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("- node: not found"), "{md}");
+        let j = to_json(&r);
+        assert_eq!(j["pass"], false);
+        assert_eq!(j["checks"][1]["pass"], false);
+        assert_eq!(j["peers"][0]["ratio"], 0.625);
+        assert!(j["peers"][1]["ratio"].is_null());
+        assert_eq!(j["notes"][0], notes[0]);
     }
 }

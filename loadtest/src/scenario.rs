@@ -1,5 +1,8 @@
-//! The `probe` scenario: a scripted target fleet (in-process), a generated config, a ringwatch
-//! child (or one already running), one `/metrics` scrape per second, and a report directory.
+//! The `probe` and `fanout` scenarios, and the stack every scenario runs on: a scripted
+//! target fleet (in-process), a generated config, a ringwatch child (or one already running),
+//! one `/metrics` scrape per second, and a report directory. Peers asked for with `--peers`
+//! (`crate::peers`) run after ringwatch's measurement, with ringwatch stopped, against the
+//! same fleet or swarm.
 //!
 //! Every address involved is in 127.0.0.0/8; every loop is bounded in count and time; the
 //! ringwatch child is killed when the run ends, however it ends.
@@ -13,9 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::fleet::{Fleet, FleetConfig};
-use crate::genconfig::{self, GenConfig};
+use crate::genconfig::{self, FlapShare, GenConfig};
+use crate::peers::{self, Peer, PeerError};
 use crate::procstat;
-use crate::report::{self, Latency, Metric, Report};
+use crate::report::{self, Latency, Metric, PeerRow, Report};
+use crate::swarm::{Swarm, SwarmConfig};
 
 /// Longest run the scenario accepts, seconds.
 pub const MAX_DURATION_S: u64 = 600;
@@ -38,6 +43,8 @@ pub struct ProbeScenario {
     /// Path every service probes; `None` uses the scripted mix (`/ok`, `/delay/50`,
     /// `/flap/30000`, `/status/503`).
     pub path: Option<String>,
+    /// A share of services probing a flapping path instead of `path` (soak).
+    pub flap: Option<FlapShare>,
     /// Probe interval, e.g. `1s`.
     pub interval: String,
     /// Probe timeout, e.g. `2s`.
@@ -54,6 +61,11 @@ pub struct ProbeScenario {
     pub out: PathBuf,
     /// Set from a signal handler: stop early (the report is still written).
     pub stop: Arc<AtomicBool>,
+    /// Peers to measure after ringwatch in the same run (`probe`: wrk, blackbox; `fanout`:
+    /// ws).
+    pub peers: Vec<Peer>,
+    /// Seconds each peer is measured.
+    pub peer_duration_s: u64,
 }
 
 /// Parses `http://127.0.0.1:18080`, `127.0.0.1:18080` (a trailing `/...` is ignored); the
@@ -199,6 +211,7 @@ pub fn scrape(addr: SocketAddr) -> Result<MetricsSample, String> {
 }
 
 /// Kills and reaps the child when dropped, so no exit path leaves ringwatch running.
+#[derive(Debug)]
 struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
@@ -208,7 +221,8 @@ impl Drop for ChildGuard {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+/// A free TCP port on 127.0.0.1 (the kernel's pick; free when this returns).
+pub fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("picking a port: {e}"))?;
     l.local_addr()
         .map(|a| a.port())
@@ -252,9 +266,48 @@ pub struct Stack {
     pub pid: Option<u32>,
     /// Services configured, when this run generated the config.
     pub services: Option<usize>,
+    /// The fleet's ports (empty with `--url`).
+    pub fleet_ports: Vec<u16>,
+    /// ringwatch's SQLite file, when this run started ringwatch (in a temporary directory
+    /// removed when the stack is dropped).
+    pub db: Option<PathBuf>,
     child: Option<ChildGuard>,
     tmp: Option<PathBuf>,
     _fleet: Option<Fleet>,
+}
+
+impl Stack {
+    /// Kills ringwatch (if this run started it) so peers measured next have the CPU to
+    /// themselves; the fleet keeps serving.
+    pub fn stop_child(&mut self) {
+        drop(self.child.take());
+    }
+
+    /// Stops ringwatch gracefully with SIGTERM (it drains its store before exiting) and waits
+    /// for it at most `within`; killed if it takes longer. Returns how long it took.
+    pub fn terminate(&mut self, within: Duration) -> Result<Duration, String> {
+        let Some(mut g) = self.child.take() else {
+            return Err("no ringwatch child to stop".into());
+        };
+        let t0 = Instant::now();
+        let pid = libc::pid_t::try_from(g.0.id()).map_err(|e| format!("pid: {e}"))?;
+        // SAFETY: kill(2) on our own unreaped child's pid.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Err(format!("SIGTERM: {}", io::Error::last_os_error()));
+        }
+        while t0.elapsed() < within {
+            match g.0.try_wait() {
+                Ok(Some(st)) if st.success() => return Ok(t0.elapsed()),
+                Ok(Some(st)) => return Err(format!("ringwatch exited with {st} after SIGTERM")),
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(format!("waiting for ringwatch: {e}")),
+            }
+        }
+        // Dropping the guard kills it.
+        Err(format!(
+            "ringwatch did not exit within {within:?} of SIGTERM"
+        ))
+    }
 }
 
 impl Drop for Stack {
@@ -266,7 +319,9 @@ impl Drop for Stack {
     }
 }
 
-fn check_common(cfg: &ProbeScenario) -> Result<(), String> {
+/// Checks the settings every scenario shares (duration, services, durations) and creates the
+/// report directory.
+pub fn check_common(cfg: &ProbeScenario) -> Result<(), String> {
     if !(1..=MAX_DURATION_S).contains(&cfg.duration_s) {
         return Err(format!("--duration must be 1..={MAX_DURATION_S} seconds"));
     }
@@ -285,6 +340,8 @@ pub fn start_stack(cfg: &ProbeScenario, tag: &str) -> Result<Stack, String> {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         pid: None,
         services: None,
+        fleet_ports: Vec::new(),
+        db: None,
         child: None,
         tmp: None,
         _fleet: None,
@@ -311,6 +368,7 @@ pub fn start_stack(cfg: &ProbeScenario, tag: &str) -> Result<Stack, String> {
         host: "127.0.0.1".into(),
         path: cfg.path.clone().unwrap_or_else(|| "/ok".into()),
         mix: cfg.path.is_none(),
+        flap: cfg.flap.clone(),
         interval: cfg.interval.clone(),
         timeout: cfg.timeout.clone(),
         jitter: "10%".into(),
@@ -350,14 +408,144 @@ pub fn start_stack(cfg: &ProbeScenario, tag: &str) -> Result<Stack, String> {
     stack.addr = addr;
     stack.pid = Some(pid);
     stack.services = Some(cfg.services);
+    stack.fleet_ports = gc.ports;
+    stack.db = Some(dir.join("ringwatch.db"));
     Ok(stack)
 }
 
 /// Runs the scenario and writes the report; returns the report directory.
 pub fn run_probe(cfg: &ProbeScenario) -> Result<PathBuf, String> {
     check_common(cfg)?;
-    let stack = start_stack(cfg, "probe")?;
-    sample_and_report(cfg, stack.addr, stack.pid, stack.services)
+    check_peers(cfg, &[Peer::Wrk, Peer::Blackbox], "probe")?;
+    let mut stack = start_stack(cfg, "probe")?;
+    let mut p = sample_probe(cfg, stack.addr, stack.pid, stack.services)?;
+    let (mut rows, mut notes) = (Vec::new(), Vec::new());
+    if !cfg.peers.is_empty() {
+        stack.stop_child();
+        let rw = p
+            .summary
+            .iter()
+            .find(|m| m.key == "probes_per_cpu_second")
+            .map_or(f64::NAN, |m| m.value);
+        probe_peers(cfg, &stack, rw, &mut p.summary, &mut rows, &mut notes);
+    }
+    let r = Report {
+        scenario: "probe",
+        summary: &p.summary,
+        latency: Latency::Quantiles {
+            points: &p.points,
+            count: p.count,
+        },
+        latency_label: "probe latency (/metrics, since start)",
+        throughput: &p.series,
+        throughput_label: "probes/s",
+        peers: &rows,
+        checks: &[],
+        notes: &notes,
+    };
+    report::write(&cfg.out, &r).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
+    for p in &rows {
+        eprintln!(
+            "probe: ringwatch / {} = {:.3} ({:.0} vs {:.0} {}: {})",
+            p.peer,
+            p.ratio(),
+            p.ringwatch,
+            p.peer_value,
+            p.unit,
+            p.metric
+        );
+    }
+    for n in &notes {
+        eprintln!("probe: {n}");
+    }
+    eprintln!("probe: report in {}", cfg.out.display());
+    Ok(cfg.out.clone())
+}
+
+/// Refuses peers that belong to another scenario.
+fn check_peers(cfg: &ProbeScenario, allowed: &[Peer], scenario: &str) -> Result<(), String> {
+    match cfg.peers.iter().find(|p| !allowed.contains(p)) {
+        Some(p) => Err(format!(
+            "peer {:?} is not measured by {scenario} (it takes: {})",
+            p.name(),
+            allowed
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        None if !cfg.peers.is_empty() && cfg.url.is_some() => {
+            Err("peers need the scenario's own fleet and ringwatch (not --url)".into())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Measures wrk and the blackbox exporter against the fleet's `/ok` (ringwatch stopped),
+/// adding their figures to `summary`, ratio rows to `rows` and why a peer was skipped to
+/// `notes`. `rw_per_cpu` is ringwatch's probes per CPU-second.
+fn probe_peers(
+    cfg: &ProbeScenario,
+    stack: &Stack,
+    rw_per_cpu: f64,
+    summary: &mut Vec<Metric>,
+    rows: &mut Vec<PeerRow>,
+    notes: &mut Vec<String>,
+) {
+    let Some(&port) = stack.fleet_ports.first() else {
+        notes.push("peers: no fleet in this run".into());
+        return;
+    };
+    let target = SocketAddr::from(([127, 0, 0, 1], port));
+    let secs = cfg.peer_duration_s.clamp(1, MAX_DURATION_S);
+    let row = |peer: Peer, metric: &str, value: f64| PeerRow {
+        peer: peer.name().into(),
+        metric: metric.into(),
+        unit: "1/CPU-s".into(),
+        ringwatch: rw_per_cpu,
+        peer_value: value,
+        higher_is_better: true,
+    };
+    for &peer in &cfg.peers {
+        if cfg.stop.load(Ordering::Relaxed) {
+            notes.push(format!(
+                "{}: not measured, the run was stopped",
+                peer.name()
+            ));
+            continue;
+        }
+        eprintln!(
+            "probe: measuring peer {} for {secs} s against {target}/ok",
+            peer.name()
+        );
+        let res = match peer {
+            Peer::Wrk => peers::run_wrk(target, 64, secs).map(|f| {
+                summary.extend(peers::wrk_metrics(&f));
+                rows.push(row(
+                    peer,
+                    "work per CPU-second (ringwatch probes; wrk requests to the fleet's /ok)",
+                    f.per_cpu_s(),
+                ));
+            }),
+            Peer::Blackbox => free_port()
+                .map_err(PeerError::Failed)
+                .and_then(|bb_port| {
+                    peers::run_blackbox(&cfg.out, bb_port, &format!("http://{target}/ok"), 16, secs)
+                })
+                .map(|f| {
+                    summary.extend(peers::blackbox_metrics(&f));
+                    rows.push(row(
+                        peer,
+                        "probes per CPU-second (exporter probing the fleet's /ok)",
+                        f.per_cpu_s(),
+                    ));
+                }),
+            Peer::Ws => Err(PeerError::Failed("not a probe peer".into())),
+        };
+        if let Err(e) = res {
+            notes.push(peers::note(peer, &e));
+        }
+    }
 }
 
 /// Most WebSocket clients one fanout run connects.
@@ -382,10 +570,12 @@ pub struct FanoutScenario {
 
 /// Runs the fanout scenario: every transition the flapping fleet causes is pushed to every
 /// client; reports status-change -> receipt latency (HDR, at every client), delivered
-/// messages/s, and ringwatch's RSS per client.
+/// messages/s, ringwatch's CPU per delivery and RSS per client; with `--peer ws`, then the
+/// Node peer with the same swarm.
 pub fn run_fanout(f: &FanoutScenario) -> Result<PathBuf, String> {
     let cfg = &f.base;
     check_common(cfg)?;
+    check_peers(cfg, &[Peer::Ws], "fanout")?;
     if !(1..=MAX_CLIENTS).contains(&f.clients) {
         return Err(format!("--clients must be 1..={MAX_CLIENTS}"));
     }
@@ -393,7 +583,7 @@ pub fn run_fanout(f: &FanoutScenario) -> Result<PathBuf, String> {
         return Err("--source must be in 127.0.0.0/8".into());
     }
     let warmup = f.warmup_s.clamp(0.0, 60.0);
-    let stack = start_stack(cfg, "fanout")?;
+    let mut stack = start_stack(cfg, "fanout")?;
     let rss = |pid: Option<u32>| {
         pid.and_then(|p| procstat::sample(p).ok())
             .map_or(f64::NAN, |s| s.rss_kib as f64)
@@ -401,38 +591,26 @@ pub fn run_fanout(f: &FanoutScenario) -> Result<PathBuf, String> {
     let rss0 = rss(stack.pid);
     let first = scrape(stack.addr)?;
     let cpu0 = cpu_s(stack.pid);
-    let swarm_cfg = crate::swarm::SwarmConfig {
-        server: stack.addr,
-        path: "/ws".into(),
-        clients: f.clients,
-        source: f.source,
-        sources: f.sources.max(1),
-        subscribe: r#"{"op":"subscribe"}"#.into(),
-        threads: f.threads.max(1),
-        cpus: Vec::new(),
-        warmup,
-        duration: cfg.duration_s as f64,
-        uring: false,
-    };
-    let handle = std::thread::spawn(move || crate::swarm::run(swarm_cfg));
     let t0 = Instant::now();
-    let mut prev = (0.0f64, first.ws_messages_sent);
+    let mut swarm = Swarm::start(fanout_swarm(f, stack.addr, f.source))?;
+    eprintln!(
+        "fanout: {} clients connected, {} failed in {:.1} s; warmup {warmup} s, measuring {} s",
+        swarm.connected(),
+        swarm.failed(),
+        swarm.connect_seconds(),
+        cfg.duration_s
+    );
+    let (open, close) = swarm.open_window(warmup, cfg.duration_s as f64);
+    let mut prev = (t0.elapsed().as_secs_f64(), first.ws_messages_sent);
     let mut last = first.clone();
     let mut series = Vec::new();
     let mut rss_max = rss0;
-    // The swarm connects (bounded by its own timeouts), warms up and measures; give it a
-    // minute beyond that before giving up on it.
-    let limit = cfg.duration_s + warmup.ceil() as u64 + 60;
-    for tick in 1..=limit {
-        if handle.is_finished() {
-            break;
-        }
-        std::thread::sleep(
-            (t0 + Duration::from_secs(tick)).saturating_duration_since(Instant::now()),
-        );
+    let mut tick = 0u32;
+    let window_cpu = timed_window(&cfg.stop, open, close, stack.pid, || {
+        tick += 1;
         let Ok(m) = scrape(stack.addr) else {
             eprintln!("fanout: [{tick:>3}s] scrape failed");
-            continue;
+            return;
         };
         let t = t0.elapsed().as_secs_f64();
         let rate = (m.ws_messages_sent - prev.1) / (t - prev.0).max(1e-3);
@@ -448,31 +626,24 @@ pub fn run_fanout(f: &FanoutScenario) -> Result<PathBuf, String> {
             r
         );
         last = m;
-    }
-    if !handle.is_finished() {
-        return Err("the swarm did not finish in time".into());
-    }
-    let rep = handle
-        .join()
-        .map_err(|_| "swarm thread panicked".to_string())??;
+    });
+    let rep = swarm.finish()?;
     let cpu = match (cpu0, cpu_s(stack.pid)) {
         (Some(a), Some(b)) => b - a,
         _ => f64::NAN,
     };
     let wall = t0.elapsed().as_secs_f64();
     let connected = rep.connected as f64;
-    let summary = vec![
+    let rw = fanout_figures(&rep, window_cpu);
+    let mut summary = vec![
         Metric::new("clients", f.clients as f64, "count"),
         Metric::new("connected", connected, "count"),
         Metric::new("failed", rep.failed as f64, "count"),
+        Metric::new("disconnected", rep.disconnected as f64, "count"),
         Metric::new("connect_time", rep.connect_seconds, "s"),
         Metric::new("window", rep.window, "s"),
         Metric::new("messages_received", rep.events as f64, "count"),
-        Metric::new(
-            "delivered_per_s",
-            rep.events as f64 / rep.window.max(1e-3),
-            "1/s",
-        ),
+        Metric::new("delivered_per_s", rw.delivered_per_s, "1/s"),
         Metric::new(
             "ringwatch_messages_sent",
             last.ws_messages_sent - first.ws_messages_sent,
@@ -481,6 +652,8 @@ pub fn run_fanout(f: &FanoutScenario) -> Result<PathBuf, String> {
         Metric::new("transitions", last.transitions - first.transitions, "count"),
         Metric::new("ringwatch_cpu_seconds", cpu, "s"),
         Metric::new("ringwatch_cpu_util", cpu / wall.max(1e-3), "cores"),
+        Metric::new("ringwatch_window_cpu_seconds", window_cpu, "s"),
+        Metric::new("cpu_per_delivery", rw.cpu_us_per_delivery, "us"),
         Metric::new("ringwatch_rss_before_clients", rss0, "KiB"),
         Metric::new("ringwatch_rss_peak", rss_max, "KiB"),
         Metric::new(
@@ -489,6 +662,28 @@ pub fn run_fanout(f: &FanoutScenario) -> Result<PathBuf, String> {
             "KiB",
         ),
     ];
+    let (mut rows, mut notes) = (Vec::new(), Vec::new());
+    if cfg.peers.contains(&Peer::Ws) && !cfg.stop.load(Ordering::Relaxed) {
+        stack.stop_child();
+        match ws_peer(f, warmup) {
+            Ok((peer, peer_rep)) => {
+                summary.extend([
+                    Metric::new("peer_ws_connected", peer_rep.connected as f64, "count"),
+                    Metric::new("peer_ws_messages_received", peer_rep.events as f64, "count"),
+                    Metric::new("peer_ws_delivered_per_s", peer.delivered_per_s, "1/s"),
+                    Metric::new("peer_ws_cpu_per_delivery", peer.cpu_us_per_delivery, "us"),
+                ]);
+                rows = peers::fanout_rows(&rw, &peer);
+                if peer_rep.connected < f.clients as u64 {
+                    notes.push(format!(
+                        "node ws: {} of {} clients connected; the peer broadcasts only once all have",
+                        peer_rep.connected, f.clients
+                    ));
+                }
+            }
+            Err(e) => notes.push(peers::note(Peer::Ws, &e)),
+        }
+    }
     let r = Report {
         scenario: "fanout",
         summary: &summary,
@@ -496,8 +691,14 @@ pub fn run_fanout(f: &FanoutScenario) -> Result<PathBuf, String> {
         latency_label: "status change -> receipt",
         throughput: &series,
         throughput_label: "messages sent/s",
+        peers: &rows,
+        checks: &[],
+        notes: &notes,
     };
     report::write(&cfg.out, &r).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
+    for n in &notes {
+        eprintln!("fanout: {n}");
+    }
     eprintln!(
         "fanout: {} clients, {} messages in {:.1} s window; report in {}",
         rep.connected,
@@ -508,17 +709,138 @@ pub fn run_fanout(f: &FanoutScenario) -> Result<PathBuf, String> {
     Ok(cfg.out.clone())
 }
 
-fn cpu_s(pid: Option<u32>) -> Option<f64> {
+/// The swarm of a fanout run against `server`, from source addresses starting at `source`.
+fn fanout_swarm(f: &FanoutScenario, server: SocketAddr, source: std::net::Ipv4Addr) -> SwarmConfig {
+    SwarmConfig {
+        server,
+        path: "/ws".into(),
+        clients: f.clients,
+        source,
+        sources: f.sources.max(1),
+        subscribe: r#"{"op":"subscribe"}"#.into(),
+        threads: f.threads.max(1),
+        cpus: Vec::new(),
+        warmup: f.warmup_s,
+        duration: f.base.duration_s as f64,
+        uring: false,
+        seqs: None,
+    }
+}
+
+/// Delivered frames/s, latency and CPU per delivery of one swarm run.
+fn fanout_figures(rep: &crate::swarm::SwarmReport, window_cpu: f64) -> peers::FanoutFigures {
+    let q = |p: f64| {
+        if rep.latency.is_empty() {
+            f64::NAN
+        } else {
+            rep.latency.value_at_quantile(p) as f64 / 1000.0
+        }
+    };
+    peers::FanoutFigures {
+        delivered_per_s: rep.events as f64 / rep.window.max(1e-3),
+        p50_ms: q(0.5),
+        p99_ms: q(0.99),
+        cpu_us_per_delivery: window_cpu * 1e6 / rep.events as f64,
+    }
+}
+
+/// Runs the Node ws peer with the same swarm (next block of source addresses, so the
+/// previous run's TIME_WAIT sockets are not in the way), broadcasting as many events per
+/// second as the fleet's flaps cause in ringwatch.
+fn ws_peer(
+    f: &FanoutScenario,
+    warmup: f64,
+) -> Result<(peers::FanoutFigures, crate::swarm::SwarmReport), PeerError> {
+    let cfg = &f.base;
+    let period_ms = cfg
+        .path
+        .as_deref()
+        .and_then(|p| p.strip_prefix("/flap/"))
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(1000)
+        .max(1);
+    // Same offered rate as ringwatch: every service changes once per period.
+    let rate = ((cfg.services as u64 * 1000).div_ceil(period_ms)).clamp(1, 1000) as u32;
+    let source = u32::from(f.source)
+        .checked_add(f.sources.max(1) as u32)
+        .map(std::net::Ipv4Addr::from)
+        .filter(|a| a.is_loopback())
+        .ok_or_else(|| PeerError::Failed("no loopback source block left for the peer".into()))?;
+    let port = free_port().map_err(PeerError::Failed)?;
+    let peer = peers::start_ws_peer(port, rate, f.clients, &cfg.out.join("ws-peer.log"))?;
+    eprintln!(
+        "fanout: peer node ws (pid {}) on {}, {rate} broadcasts/s once {} clients are connected",
+        peer.pid(),
+        peer.addr,
+        f.clients
+    );
+    let mut sc = fanout_swarm(f, peer.addr, source);
+    sc.duration = cfg.peer_duration_s as f64;
+    let mut swarm = Swarm::start(sc).map_err(PeerError::Failed)?;
+    let (open, close) = swarm.open_window(warmup, cfg.peer_duration_s as f64);
+    let pid = Some(peer.pid());
+    let window_cpu = timed_window(&cfg.stop, open, close, pid, || {});
+    let rep = swarm.finish().map_err(PeerError::Failed)?;
+    Ok((fanout_figures(&rep, window_cpu), rep))
+}
+
+/// Waits until `close` (or a stop signal), calling `tick` about once a second, and returns
+/// `pid`'s CPU-seconds between `open` and `close` (NaN when unknown); then waits half a
+/// second more for the last frames of the window.
+pub fn timed_window(
+    stop: &AtomicBool,
+    open: Instant,
+    close: Instant,
+    pid: Option<u32>,
+    mut tick: impl FnMut(),
+) -> f64 {
+    let mut cpu_open = None;
+    let mut next = Instant::now() + Duration::from_secs(1);
+    // Bounded: `close` is at most warmup + duration away (both capped by the callers).
+    loop {
+        let now = Instant::now();
+        if cpu_open.is_none() && now >= open {
+            cpu_open = Some(cpu_s(pid));
+        }
+        if now >= close || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let boundary = if cpu_open.is_none() { open } else { close };
+        std::thread::sleep(next.min(boundary).saturating_duration_since(now));
+        if Instant::now() >= next {
+            tick();
+            next += Duration::from_secs(1);
+        }
+    }
+    let cpu = match (cpu_open.flatten(), cpu_s(pid)) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    cpu
+}
+
+/// CPU-seconds of `pid` so far, when known.
+pub fn cpu_s(pid: Option<u32>) -> Option<f64> {
     pid.and_then(|p| procstat::sample(p).ok())
         .map(|s| s.cpu_s())
 }
 
-fn sample_and_report(
+/// What the probe scenario's sampling measured.
+struct ProbeSampled {
+    summary: Vec<Metric>,
+    /// Latency `(percentile, ms)` points from `/metrics`.
+    points: Vec<(f64, f64)>,
+    count: u64,
+    series: Vec<(f64, f64)>,
+}
+
+fn sample_probe(
     cfg: &ProbeScenario,
     addr: SocketAddr,
     pid: Option<u32>,
     services: Option<usize>,
-) -> Result<PathBuf, String> {
+) -> Result<ProbeSampled, String> {
     let first = scrape(addr)?;
     let t0 = Instant::now();
     let cpu0 = cpu_s(pid);
@@ -595,23 +917,13 @@ fn sample_and_report(
         .iter()
         .map(|&(q, s)| (q * 100.0, s * 1000.0))
         .collect();
-    let r = Report {
-        scenario: "probe",
-        summary: &summary,
-        latency: Latency::Quantiles {
-            points: &points,
-            count: last.latency_count.max(0.0) as u64,
-        },
-        latency_label: "probe latency (/metrics, since start)",
-        throughput: &series,
-        throughput_label: "probes/s",
-    };
-    report::write(&cfg.out, &r).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
-    eprintln!(
-        "probe: {probes:.0} probes in {wall:.1} s = {per_s:.0}/s, {cpu:.2} CPU-s; report in {}",
-        cfg.out.display()
-    );
-    Ok(cfg.out.clone())
+    eprintln!("probe: {probes:.0} probes in {wall:.1} s = {per_s:.0}/s, {cpu:.2} CPU-s");
+    Ok(ProbeSampled {
+        summary,
+        points,
+        count: last.latency_count.max(0.0) as u64,
+        series,
+    })
 }
 
 #[cfg(test)]
@@ -665,6 +977,9 @@ garbage line\n";
             pid: None,
             out: std::env::temp_dir().join("rw-never-written"),
             stop: Arc::new(AtomicBool::new(false)),
+            flap: None,
+            peers: Vec::new(),
+            peer_duration_s: 1,
         };
         assert!(run_probe(&cfg).is_err());
         cfg.duration_s = MAX_DURATION_S + 1;

@@ -293,6 +293,10 @@ async fn within<T>(
 /// timer of its own), else None (the whole-probe timer covers it).
 fn phase_limit(limit: Option<Duration>, clock: Clock<'_>) -> Option<Duration> {
     let l = limit?;
+    // A limit no tighter than the whole budget can never be the tighter one: skip the clock read.
+    if l >= clock.deadline.saturating_duration_since(clock.start) {
+        return None;
+    }
     (l < clock.deadline.saturating_duration_since(Instant::now())).then_some(l)
 }
 

@@ -47,6 +47,8 @@ const LEVEL_BITS: u32 = 10;
 const SLOTS: usize = 1 << LEVEL_BITS;
 /// Mask of a slot index.
 const SLOT_MASK: u64 = SLOTS as u64 - 1;
+/// Capacity (entries) a level-0 slot may keep when emptied; larger buffers are freed.
+const L0_KEEP: usize = 64;
 /// 64-bit words in a level's occupancy bitmap.
 const WORDS: usize = SLOTS / 64;
 
@@ -254,8 +256,12 @@ impl Scheduler {
                 }
                 self.cursor = t;
                 if let Some(slot) = self.l0.slots.get_mut(i) {
-                    // `ready` is empty: swapping hands the slot its spare capacity.
+                    // `ready` is empty: swapping hands the slot its spare capacity, unless that
+                    // is large (after a burst), so what 1,024 slots retain stays bounded.
                     std::mem::swap(&mut self.ready, slot);
+                    if slot.capacity() > L0_KEEP {
+                        *slot = Vec::new();
+                    }
                 }
                 self.l0.cleared(i);
                 self.ready.sort_unstable_by(|a, b| b.cmp(a));
@@ -272,20 +278,19 @@ impl Scheduler {
                     return false;
                 }
                 self.cursor = start;
-                let mut entries = self
+                let entries = self
                     .l1
                     .slots
                     .get_mut(j)
                     .map(std::mem::take)
                     .unwrap_or_default();
                 self.l1.cleared(j);
-                // Every entry lands in level 0 (or `late` for the epoch's first tick).
-                for due in entries.drain(..) {
+                // Every entry lands in level 0 (or `late` for the epoch's first tick). The
+                // buffer is freed, not kept: an epoch slot can hold a whole interval's worth of
+                // entries, and as the span turns over each of the 1,024 slots would keep that
+                // much capacity (up to 1,024 times the live entries).
+                for due in entries {
                     self.place(due);
-                }
-                // Hand the emptied buffer back so the slot keeps its capacity.
-                if let Some(slot) = self.l1.slots.get_mut(j) {
-                    *slot = entries;
                 }
                 if self.has_ready() {
                     return true;
@@ -325,6 +330,16 @@ impl Scheduler {
     /// True when nothing is planned.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Entries the schedule's buffers can hold without reallocating (memory accounting).
+    pub fn capacity(&self) -> usize {
+        let level = |l: &Level| l.slots.iter().map(Vec::capacity).sum::<usize>();
+        self.ready.capacity()
+            + self.late.capacity()
+            + level(&self.l0)
+            + level(&self.l1)
+            + self.overflow.capacity()
     }
 
     /// Drops stale entries when they outnumber live ones, so churn cannot grow the schedule.
@@ -519,6 +534,30 @@ mod tests {
             .map(|d| d.service.get())
             .collect();
         assert_eq!(got, (1..50_000).collect::<Vec<_>>());
+    }
+
+    /// Buffers must not keep the capacity of every slot an entry ever passed through: with a
+    /// 1 s interval the span turns over every ~18 min, and keeping each epoch slot's buffer
+    /// would retain up to 1,024 times the live entries.
+    #[test]
+    fn retained_capacity_stays_proportional_to_live_entries() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new();
+        let n = 5_000u64;
+        let i = Duration::from_secs(1);
+        for k in 0..n {
+            s.push(due(t0 + i.mul_f64(k as f64 / n as f64), k));
+        }
+        let mut now = t0;
+        for _ in 0..120 * 20 {
+            now += Duration::from_millis(50);
+            while let Some(d) = s.pop_due(now) {
+                s.push(Due { at: d.at + i, ..d });
+            }
+        }
+        assert_eq!(s.len(), n as usize);
+        let bound = 4 * n as usize + SLOTS * L0_KEEP;
+        assert!(s.capacity() <= bound, "{} > {bound}", s.capacity());
     }
 
     #[test]

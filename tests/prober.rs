@@ -542,3 +542,15 @@ fn https_insecure_skip_verify_accepts_self_signed() {
     assert_eq!(r.error, None);
     assert_eq!(r.status_code, Some(200));
 }
+
+/// The probe future is spawned (moved) once per probe and lives in every in-flight probe task:
+/// keep it from silently growing back (it was ~2.8 KB before the whole-probe and phase timers
+/// stopped storing a second copy of the future they wrap).
+#[test]
+fn probe_future_stays_small() {
+    let p = prober();
+    let s = spec(Scheme::Http, "127.0.0.1", 9, "/");
+    let size = std::mem::size_of_val(&p.probe(&s));
+    eprintln!("probe future: {size} bytes");
+    assert!(size <= 4096, "probe future grew to {size} bytes");
+}

@@ -271,6 +271,9 @@ impl Clock<'_> {
 /// Runs `fut` as `phase`, for at most the phase limit. Only a limit tighter than what is left of
 /// the probe needs a timer of its own; otherwise the whole-probe timer around `Prober::run`
 /// covers it, so a default probe arms one timer instead of one per phase.
+///
+/// Used on the cold, boxed dialling path only: it stores `fut` twice (as its argument and inside
+/// the timeout), so the hot path applies `phase_limit` in place instead.
 async fn within<T>(
     phase: &'static str,
     limit: Option<Duration>,
@@ -278,13 +281,23 @@ async fn within<T>(
     fut: impl Future<Output = T>,
 ) -> Result<T, ProbeError> {
     clock.phase.set(phase);
-    let remaining = clock.deadline.saturating_duration_since(Instant::now());
-    match limit {
-        Some(l) if l < remaining => monoio::time::timeout(l, fut)
+    match phase_limit(limit, clock) {
+        Some(l) => monoio::time::timeout(l, fut)
             .await
             .map_err(|_| clock.timeout(phase)),
-        _ => Ok(fut.await),
+        None => Ok(fut.await),
     }
+}
+
+/// The phase limit when it is tighter than what is left of the probe (then the phase needs a
+/// timer of its own), else None (the whole-probe timer covers it).
+fn phase_limit(limit: Option<Duration>, clock: Clock<'_>) -> Option<Duration> {
+    let l = limit?;
+    // A limit no tighter than the whole budget can never be the tighter one: skip the clock read.
+    if l >= clock.deadline.saturating_duration_since(clock.start) {
+        return None;
+    }
+    (l < clock.deadline.saturating_duration_since(Instant::now())).then_some(l)
 }
 
 /// What one request/response exchange saw, kept even when it fails part-way.
@@ -353,8 +366,12 @@ impl Prober {
         // Kept outside `run` so what the exchange saw survives the whole-probe timer firing.
         let mut progress = Progress::default();
         let budget = deadline.saturating_duration_since(start);
-        let run = self.run(spec, clock, &mut report, &mut progress);
-        let outcome = match monoio::time::timeout(budget, run).await {
+        // `run` is built inside the timeout call, not bound to a local first: a local that is
+        // then moved into the timeout would be a second copy of the whole exchange state in
+        // this future (and so in every probe task).
+        let outcome =
+            monoio::time::timeout(budget, self.run(spec, clock, &mut report, &mut progress)).await;
+        let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(_) => {
                 report.bytes = progress.bytes;
@@ -401,8 +418,10 @@ impl Prober {
         progress: &mut Progress,
     ) -> Result<bool, ProbeError> {
         let target = &spec.target;
-        let addr = within("dns", None, clock, self.resolve(&target.host, target.port))
-            .await?
+        clock.phase.set("dns");
+        let addr = self
+            .resolve(&target.host, target.port)
+            .await
             .map_err(|e| ProbeError::Dns {
                 host: target.host.clone(),
                 reason: e.to_string(),
@@ -547,13 +566,16 @@ impl Prober {
     ) -> Result<Exchange, ProbeError> {
         http1::encode_request(spec, &mut conn.wbuf);
         let max_head = self.limits.max_header_bytes;
-        let head = within(
-            "response head",
-            Some(spec.phase_timeouts.head),
-            clock,
-            read_head(conn, max_head, progress),
-        )
-        .await??;
+        // Not `within`: its argument plus the timeout wrapping it would store the read future
+        // twice in every probe task. Each branch builds its future in place.
+        const HEAD: &str = "response head";
+        clock.phase.set(HEAD);
+        let head = match phase_limit(Some(spec.phase_timeouts.head), clock) {
+            Some(l) => monoio::time::timeout(l, read_head(conn, max_head, progress))
+                .await
+                .map_err(|_| clock.timeout(HEAD))?,
+            None => read_head(conn, max_head, progress).await,
+        }?;
         progress.status = Some(head.status);
         let framing = Framing::of(&head, spec.method);
         let needle = spec.expect.body_contains.as_deref().map(str::as_bytes);
@@ -562,13 +584,9 @@ impl Prober {
         } else {
             0
         };
-        let complete = within(
-            "body",
-            None,
-            clock,
-            read_body(conn, framing, max_head, keep, progress),
-        )
-        .await??;
+        // No phase limit of its own: the whole-probe timer covers the body.
+        clock.phase.set("body");
+        let complete = read_body(conn, framing, max_head, keep, progress).await?;
         let body_ok = needle.is_none_or(|n| http1::contains(&conn.kept, n));
         // After 101 the connection no longer speaks HTTP/1.1.
         let reusable = complete

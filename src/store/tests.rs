@@ -190,6 +190,51 @@ fn duplicate_result_is_ignored() {
     assert_eq!(s.results_for(sid, 10).unwrap()[0].status_code, Some(200));
 }
 
+/// Batches are inserted sorted and in multi-row chunks: a large, shuffled batch with
+/// duplicates (in and across chunks, and against stored rows) keeps every distinct row, with
+/// all columns, and the first write of each key wins.
+#[test]
+fn large_shuffled_batch_keeps_every_row_and_first_write_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sqlite(&dir.path().join("rw.db"));
+    let sids: Vec<ServiceId> = (0..7)
+        .map(|i| ServiceId::from_name(&format!("s{i}")))
+        .collect();
+    s.append(&[Record::Result(result(sids[0], 5))]).unwrap();
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut batch = Vec::new();
+    for at in 0..100 {
+        for sid in &sids {
+            batch.push(Record::Result(result(*sid, at)));
+        }
+    }
+    rng.shuffle(&mut batch);
+    // Later duplicates of keys already in the batch (or stored) must lose.
+    for sid in &sids {
+        let mut dup = result(*sid, 5);
+        dup.status_code = Some(500);
+        dup.error_kind = Some(ErrorKind::Status);
+        dup.error = Some("late duplicate".into());
+        batch.push(Record::Result(dup));
+    }
+    batch.push(Record::Transition(transition(1, sids[1], 7)));
+    s.append(&batch).unwrap();
+    for sid in &sids {
+        assert_eq!(s.count_results(*sid).unwrap(), 100);
+        let rows = s.results_for(*sid, 200).unwrap();
+        assert!(rows
+            .iter()
+            .all(|r| r.status_code == Some(200) && r.error.is_none()));
+        let want = result(*sid, 42);
+        let got = rows.iter().find(|r| r.scheduled_at.0 == 42).unwrap();
+        assert_eq!(
+            (got.started_at, got.timings, got.bytes, got.error_kind),
+            (want.started_at, want.timings, want.bytes, None)
+        );
+    }
+    assert_eq!(s.count_transitions().unwrap(), 1);
+}
+
 #[test]
 fn duplicate_seq_is_ignored() {
     let dir = tempfile::tempdir().unwrap();

@@ -45,7 +45,7 @@ fn empty_file_gets_every_default() {
             }
         );
         assert_eq!(c.storage.queue_capacity, 65_536);
-        assert_eq!(c.storage.batch_size, 16_384);
+        assert_eq!(c.storage.batch_size, 65_536);
         assert_eq!(c.storage.flush_interval, Duration::from_secs(1));
         assert_eq!(c.storage.retention, None);
         assert_eq!(c.log.level, "info");

@@ -1,17 +1,13 @@
 //! Runs `ringwatch-loadtest fanout` for 3 s against a real ringwatch binary.
 
 mod common;
-use common::ringwatch_bin;
-use std::process::Command;
+use common::run_scenario;
 
 #[test]
 fn fanout_scenario_delivers_to_every_client() {
-    let bin = ringwatch_bin();
-    let out = std::env::temp_dir().join(format!("rw-fanout-scenario-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let res = Command::new(env!("CARGO_BIN_EXE_ringwatch-loadtest"))
-        .args([
-            "fanout",
+    let run = run_scenario(
+        "fanout",
+        &[
             "--duration",
             "3",
             "--warmup",
@@ -34,17 +30,9 @@ fn fanout_scenario_delivers_to_every_client() {
             "0",
             "--shards",
             "1",
-            "--ringwatch",
-        ])
-        .arg(&bin)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("spawn ringwatch-loadtest");
-    let stderr = String::from_utf8_lossy(&res.stderr);
-    assert!(res.status.success(), "fanout failed: {stderr}");
-    let json = std::fs::read_to_string(out.join("summary.json")).expect("summary.json");
-    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        ],
+    );
+    let (v, json, stderr) = (&run.summary, &run.json, &run.stderr);
     let get = |k: &str| v["summary"][k]["value"].as_f64().unwrap_or(f64::NAN);
     assert_eq!(get("connected"), 20.0, "{stderr}");
     // 10 services flip every second: ~30 transitions in the window, each to 20 clients.
@@ -53,8 +41,4 @@ fn fanout_scenario_delivers_to_every_client() {
         v["latency"]["percentiles"]["p99"].as_f64().is_some(),
         "{json}"
     );
-    for f in ["summary.md", "latency.svg", "throughput.svg"] {
-        assert!(out.join(f).is_file(), "{f} missing");
-    }
-    let _ = std::fs::remove_dir_all(&out);
 }

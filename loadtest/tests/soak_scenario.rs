@@ -5,17 +5,14 @@
 //! a loaded 2-core machine still probes every flap phase; nothing here asserts a latency.
 
 mod common;
-use common::ringwatch_bin;
+use common::run_scenario;
 use std::process::Command;
 
 #[test]
 fn soak_scenario_delivers_every_transition_exactly_once() {
-    let bin = ringwatch_bin();
-    let out = std::env::temp_dir().join(format!("rw-soak-scenario-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let res = Command::new(env!("CARGO_BIN_EXE_ringwatch-loadtest"))
-        .args([
-            "soak",
+    let run = run_scenario(
+        "soak",
+        &[
             "--duration",
             "4",
             "--warmup",
@@ -42,27 +39,10 @@ fn soak_scenario_delivers_every_transition_exactly_once() {
             "0",
             "--shards",
             "2",
-            "--ringwatch",
-        ])
-        .arg(&bin)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("spawn ringwatch-loadtest");
-    let stderr = String::from_utf8_lossy(&res.stderr);
-    assert!(res.status.success(), "soak failed: {stderr}");
+        ],
+    );
+    let (v, json, stderr) = (&run.summary, &run.json, &run.stderr);
     assert!(stderr.contains("messages/s"), "no progress line: {stderr}");
-    for f in [
-        "summary.md",
-        "latency.svg",
-        "throughput.svg",
-        "ringwatch.yaml",
-    ] {
-        assert!(out.join(f).is_file(), "{f} missing");
-    }
-    let json = std::fs::read_to_string(out.join("summary.json")).expect("summary.json");
-    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
-    assert_eq!(v["scenario"], "soak");
     assert_eq!(v["pass"], true, "{json}");
     let checks = v["checks"].as_array().expect("checks");
     assert_eq!(checks.len(), 6, "{json}");
@@ -77,9 +57,8 @@ fn soak_scenario_delivers_every_transition_exactly_once() {
     for k in ["duplicates", "missing", "not_in_store", "store_gaps"] {
         assert_eq!(get(k), 0.0, "{k}: {json}");
     }
-    let md = std::fs::read_to_string(out.join("summary.md")).expect("summary.md");
+    let md = std::fs::read_to_string(run.out.join("summary.md")).expect("summary.md");
     assert!(md.contains("## Checks: PASS"), "{md}");
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]

@@ -49,6 +49,17 @@ impl ProcSample {
     }
 }
 
+/// CPU time of the calling thread (for a loop timed from the inside, like `send_floor`'s).
+pub fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer for the duration of the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Clock ticks per second for `/proc/*/stat` times.
 pub fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.

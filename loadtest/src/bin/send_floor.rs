@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use ringwatch_loadtest::procstat::thread_cpu;
 
 #[derive(Parser, Clone, Copy)]
 #[command(about = "Floor of a one-core loopback fan-out: a bare send() loop to N clients")]
@@ -57,17 +58,6 @@ fn unix_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// The client process: connects, says `ready`, then prints one line per round with the

@@ -354,7 +354,7 @@ fn complete(
 async fn prepare(
     shard: Rc<Shard>,
     c: Rc<Client>,
-    gen: u64,
+    gen: u32,
     mark: u64,
     filter: Filter,
     since: Option<u64>,

@@ -117,7 +117,7 @@ impl Notify {
 /// A subscription being prepared.
 pub struct Subscription {
     /// Generation from `begin_subscribe`.
-    pub gen: u64,
+    pub gen: u32,
     /// Resume-ring position from `begin_subscribe`.
     pub mark: u64,
     /// The requested filter.
@@ -147,19 +147,19 @@ pub struct Client {
     /// (hub writer only).
     pub blocked: Cell<bool>,
     /// Bytes of the front queued frame already written (hub writer only).
-    front_sent: Cell<usize>,
+    front_sent: Cell<u32>,
     /// Something was queued since the last tick (an idle client's queue buffer is freed).
     active: Cell<bool>,
     /// Position in `Hub::clients` (kept current on swap-remove).
-    index: Cell<usize>,
+    index: Cell<u32>,
     /// Active filter; None = not subscribed.
     filter: RefCell<Option<Filter>>,
     /// A subscribe is being prepared (snapshot, replay): live events wait in the resume ring.
     pending: Cell<bool>,
     /// Bumped on every subscribe/unsubscribe so a stale preparation is discarded.
-    pub sub_gen: Cell<u64>,
+    pub sub_gen: Cell<u32>,
     /// Seqs already replayed from the store that may still arrive live (dropped when they do).
-    skip: RefCell<Vec<u64>>,
+    skip: RefCell<Option<Box<Vec<u64>>>>,
     /// Frames waiting for the writer.
     pub queue: RefCell<VecDeque<Out>>,
     /// Bytes in `queue`.
@@ -250,11 +250,11 @@ impl Hub {
             blocked: Cell::new(false),
             front_sent: Cell::new(0),
             active: Cell::new(false),
-            index: Cell::new(clients.len()),
+            index: Cell::new(u32::try_from(clients.len()).unwrap_or(u32::MAX)),
             filter: RefCell::new(None),
             pending: Cell::new(false),
             sub_gen: Cell::new(0),
-            skip: RefCell::new(Vec::new()),
+            skip: RefCell::new(None),
             queue: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
             over_since: Cell::new(None),
@@ -278,11 +278,11 @@ impl Hub {
     pub fn remove(&self, c: &Rc<Client>) {
         self.set_filter(c, None);
         let mut clients = self.clients.borrow_mut();
-        let i = c.index.get();
+        let i = c.index.get() as usize;
         if i < clients.len() && Rc::ptr_eq(&clients[i], c) {
             clients.swap_remove(i);
             if let Some(moved) = clients.get(i) {
-                moved.index.set(i);
+                moved.index.set(c.index.get());
             }
             self.stats.borrow_mut().clients -= 1;
         }
@@ -338,7 +338,7 @@ impl Hub {
             Writer::Hub => {
                 c.dirty.set(true);
                 let mut dirty = self.dirty.borrow_mut();
-                match self.clients.borrow().get(c.index.get()) {
+                match self.clients.borrow().get(c.index.get() as usize) {
                     Some(rc) if std::ptr::eq(&**rc, c) => dirty.push(rc.clone()),
                     // Not registered (removed already): nothing to write to.
                     _ => c.dirty.set(false),
@@ -381,7 +381,7 @@ impl Hub {
                 }
                 let mut iov = self.iov.borrow_mut();
                 iov.clear();
-                let mut skip = c.front_sent.get();
+                let mut skip = c.front_sent.get() as usize;
                 let mut wanted = 0;
                 for o in q.iter().take(MAX_IOV) {
                     let part = &o.bytes[skip.min(o.bytes.len())..];
@@ -432,7 +432,7 @@ impl Hub {
         let now = Instant::now();
         let mut q = c.queue.borrow_mut();
         let mut st = self.stats.borrow_mut();
-        let mut left = c.front_sent.get() + n;
+        let mut left = c.front_sent.get() as usize + n;
         let mut frames = 0u64;
         let mut close = false;
         while let Some(o) = q.front() {
@@ -447,7 +447,8 @@ impl Hub {
             frames += 1;
             q.pop_front();
         }
-        c.front_sent.set(left);
+        // `left` is below the front frame's length, which fits a u32 (frames are far smaller).
+        c.front_sent.set(u32::try_from(left).unwrap_or(u32::MAX));
         c.queued_bytes.set(c.queued_bytes.get().saturating_sub(n));
         st.note_write(frames, n);
         drop(st);
@@ -530,7 +531,7 @@ impl Hub {
         c.queued_bytes.set(0);
         if let Some(o) = started {
             c.queued_bytes
-                .set(o.bytes.len() - c.front_sent.get().min(o.bytes.len()));
+                .set(o.bytes.len() - (c.front_sent.get() as usize).min(o.bytes.len()));
             q.push_back(o);
         }
         drop(q);
@@ -568,11 +569,13 @@ impl Hub {
                 continue;
             }
             if e.seq != 0 {
-                let mut skip = c.skip.borrow_mut();
-                if let Some(i) = skip.iter().position(|s| *s == e.seq) {
-                    // Already replayed from the store before it reached this shard.
-                    skip.swap_remove(i);
-                    continue;
+                // Only a client that resumed with `since` has seqs to skip.
+                if let Some(skip) = c.skip.borrow_mut().as_mut() {
+                    if let Some(i) = skip.iter().position(|s| *s == e.seq) {
+                        // Already replayed from the store before it reached this shard.
+                        skip.swap_remove(i);
+                        continue;
+                    }
                 }
             }
             self.push(
@@ -588,19 +591,19 @@ impl Hub {
 
     /// Begins a subscription: live events for `c` wait in the resume ring until `finish`.
     /// Returns the generation and ring position the preparation must present.
-    pub fn begin_subscribe(&self, c: &Client) -> (u64, u64) {
-        let gen = c.sub_gen.get() + 1;
+    pub fn begin_subscribe(&self, c: &Client) -> (u32, u64) {
+        let gen = c.sub_gen.get().wrapping_add(1);
         c.sub_gen.set(gen);
         c.pending.set(true);
-        c.skip.borrow_mut().clear();
+        *c.skip.borrow_mut() = None;
         (gen, self.pushed.get())
     }
 
     /// Stops a client's subscription.
     pub fn unsubscribe(&self, c: &Client) {
-        c.sub_gen.set(c.sub_gen.get() + 1);
+        c.sub_gen.set(c.sub_gen.get().wrapping_add(1));
         c.pending.set(false);
-        c.skip.borrow_mut().clear();
+        *c.skip.borrow_mut() = None;
         self.set_filter(c, None);
     }
 
@@ -708,7 +711,7 @@ impl Hub {
             }
         }
         self.stats.borrow_mut().replayed += replayed;
-        *c.skip.borrow_mut() = skip;
+        *c.skip.borrow_mut() = (!skip.is_empty()).then(|| Box::new(skip));
         self.set_filter(c, Some(filter));
         c.pending.set(false);
     }

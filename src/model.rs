@@ -386,6 +386,47 @@ impl UnixMillis {
             sod % 60
         )
     }
+
+    /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (or `+00:00`), the inverse of `to_rfc3339`; None
+    /// when it is not such a time.
+    pub fn parse_rfc3339(s: &str) -> Option<UnixMillis> {
+        let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
+        let (date, time) = s.split_once(['T', 't', ' '])?;
+        let mut d = date.split('-');
+        let (y, m, dd): (i64, i64, i64) = (
+            d.next()?.parse().ok()?,
+            d.next()?.parse().ok()?,
+            d.next()?.parse().ok()?,
+        );
+        let (hms, frac) = match time.split_once('.') {
+            Some((a, f)) => (a, f),
+            None => (time, "0"),
+        };
+        let mut t = hms.split(':');
+        let (h, mi, se): (i64, i64, i64) = (
+            t.next()?.parse().ok()?,
+            t.next()?.parse().ok()?,
+            t.next()?.parse().ok()?,
+        );
+        if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || h > 23 || mi > 59 || se > 60 {
+            return None;
+        }
+        if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let millis: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+        // Days from civil (Howard Hinnant).
+        let y2 = if m <= 2 { y - 1 } else { y };
+        let era = y2.div_euclid(400);
+        let yoe = y2 - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + dd - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        Some(UnixMillis(
+            (days * 86_400 + h * 3600 + mi * 60 + se) * 1000 + millis,
+        ))
+    }
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).

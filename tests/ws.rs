@@ -613,7 +613,9 @@ fn a_stalled_client_is_dropped_and_does_not_delay_the_others() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .expect("clock")
                 .as_millis() as i64;
-            arrived_ms - rfc3339_ms(at)
+            let at =
+                ringwatch::model::UnixMillis::parse_rfc3339(at).expect("`at` is an RFC 3339 time");
+            arrived_ms - at.0
         })
         .max()
         .unwrap_or(0);
@@ -628,22 +630,6 @@ fn a_stalled_client_is_dropped_and_does_not_delay_the_others() {
     // The stalled socket was closed: reading it now drains what was buffered, then ends.
     assert!(stalled.eof_within(LONG));
     assert!(rw.metric("ringwatch_ws_coalesced_writes_total") >= 1.0);
-}
-
-/// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn rfc3339_ms(s: &str) -> i64 {
-    let n = |a: usize, b: usize| s.get(a..b).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-    let (y, mo, d) = (n(0, 4), n(5, 7), n(8, 10));
-    let (h, mi, se, ms) = (n(11, 13), n(14, 16), n(17, 19), n(20, 23));
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    ((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms
 }
 
 #[test]

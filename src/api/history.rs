@@ -53,51 +53,13 @@ pub fn parse_time(field: &str, v: &str) -> Result<UnixMillis, ApiError> {
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(UnixMillis(ms));
     }
-    parse_rfc3339(v).map(UnixMillis).ok_or_else(|| {
+    UnixMillis::parse_rfc3339(v).ok_or_else(|| {
         ApiError::field(
             "invalid_value",
             field,
             format!("\"{v}\" is not unix milliseconds or an RFC 3339 UTC time"),
         )
     })
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` (or `+00:00`) to unix ms.
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
-    let (date, time) = s.split_once(['T', 't', ' '])?;
-    let mut d = date.split('-');
-    let (y, m, dd): (i64, i64, i64) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    let (hms, frac) = match time.split_once('.') {
-        Some((a, f)) => (a, f),
-        None => (time, "0"),
-    };
-    let mut t = hms.split(':');
-    let (h, mi, se): (i64, i64, i64) = (
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-    );
-    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let millis: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
-    // Days from civil (Howard Hinnant).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + h * 3600 + mi * 60 + se) * 1000 + millis)
 }
 
 /// `GET /services/{id}/results?from&to&limit&cursor`: newest first.
@@ -236,9 +198,9 @@ mod tests {
     fn rfc3339_round_trips_with_the_formatter() {
         for ms in [0i64, 1_700_000_000_123, 951_782_400_000, 4_102_444_800_999] {
             let s = UnixMillis(ms).to_rfc3339();
-            assert_eq!(parse_rfc3339(&s), Some(ms), "{s}");
+            assert_eq!(UnixMillis::parse_rfc3339(&s), Some(UnixMillis(ms)), "{s}");
         }
-        assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("nope"), None);
+        assert_eq!(UnixMillis::parse_rfc3339("2026-13-01T00:00:00Z"), None);
+        assert_eq!(UnixMillis::parse_rfc3339("nope"), None);
     }
 }

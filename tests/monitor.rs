@@ -373,7 +373,15 @@ services:\n  - {{name: down1, url: \"{}\", interval: 1s, timeout: 900ms}}\n  - {
         rw.metric("ringwatch_shard_info{shard=\"0\",driver=\"epoll\"}"),
         1.0
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // up1's first probe lands anywhere in its first interval: wait for its debug event.
+    let up1_probed = |l: &String| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .is_ok_and(|e| e["message"] == "probe" && e["service"] == "up1")
+    };
+    assert!(eventually(Duration::from_secs(20), || rw
+        .stderr_lines()
+        .iter()
+        .any(up1_probed)));
     let lines = rw.stderr_lines();
     let events: Vec<serde_json::Value> = lines
         .iter()

@@ -11,6 +11,7 @@ pub mod event;
 pub mod http;
 pub mod mesh;
 pub mod model;
+pub mod notify;
 pub mod probe;
 pub mod sched;
 pub mod server;

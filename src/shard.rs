@@ -6,14 +6,11 @@
 
 use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
-use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use monoio::net::{ListenerOpts, TcpListener};
@@ -24,6 +21,7 @@ use crate::event::{Event, EventKind};
 use crate::http::{self, Request, Response};
 use crate::mesh::{From, Mesh};
 use crate::model::{ProbeResult, ServiceId, ServiceSpec, Source, Status, Transition, UnixMillis};
+use crate::notify::Notify;
 use crate::probe::Prober;
 use crate::sched::{self, Due, Scheduler};
 use crate::state::{Health, SeqCounter};
@@ -86,48 +84,6 @@ impl Shared {
     }
 }
 
-/// A single-waiter notification for tasks on one shard.
-#[derive(Default)]
-struct LocalNotify {
-    set: Cell<bool>,
-    waker: Cell<Option<Waker>>,
-}
-
-impl LocalNotify {
-    fn notify(&self) {
-        self.set.set(true);
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-
-    fn poll_notified(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        if self.set.replace(false) {
-            Poll::Ready(())
-        } else {
-            self.waker.set(Some(cx.waker().clone()));
-            Poll::Pending
-        }
-    }
-
-    /// Waits for a notification or until `deadline`, whichever is first.
-    async fn notified_or(&self, deadline: Option<Instant>) {
-        let mut sleep = pin!(async move {
-            match deadline {
-                Some(d) => monoio::time::sleep_until(monoio::time::Instant::from_std(d)).await,
-                None => std::future::pending::<()>().await,
-            }
-        });
-        poll_fn(|cx| {
-            if self.poll_notified(cx).is_ready() {
-                return Poll::Ready(());
-            }
-            sleep.as_mut().poll(cx)
-        })
-        .await
-    }
-}
-
 /// A service as its shard holds it.
 struct Slot {
     spec: Arc<ServiceSpec>,
@@ -149,8 +105,8 @@ pub struct Shard {
     services: RefCell<HashMap<ServiceId, Slot>>,
     sched: RefCell<Scheduler>,
     stats: RefCell<ShardStats>,
-    wake_sched: LocalNotify,
-    probe_done: LocalNotify,
+    wake_sched: Notify,
+    probe_done: Notify,
     inflight: Cell<usize>,
     stopping: Cell<bool>,
     connections: Cell<usize>,
@@ -173,8 +129,8 @@ impl Shard {
             services: RefCell::new(HashMap::default()),
             sched: RefCell::new(Scheduler::new()),
             stats: RefCell::new(ShardStats::default()),
-            wake_sched: LocalNotify::default(),
-            probe_done: LocalNotify::default(),
+            wake_sched: Notify::default(),
+            probe_done: Notify::default(),
             inflight: Cell::new(0),
             stopping: Cell::new(false),
             connections: Cell::new(0),
@@ -289,11 +245,11 @@ impl Shard {
                 }
             }
             if self.inflight.get() >= max_inflight {
-                self.probe_done.notified_or(None).await;
+                self.probe_done.wait_or(None).await;
                 continue;
             }
             let next = self.sched.borrow().next_at();
-            self.wake_sched.notified_or(next).await;
+            self.wake_sched.wait_or(next).await;
         }
     }
 
@@ -656,7 +612,7 @@ impl Shard {
         self.wake_sched.notify();
         let deadline = Instant::now() + self.shared.server.shutdown_grace;
         while self.inflight.get() > 0 && Instant::now() < deadline {
-            self.probe_done.notified_or(Some(deadline)).await;
+            self.probe_done.wait_or(Some(deadline)).await;
         }
         // Let the close handshakes finish (bounded), so clients see 1001 rather than a reset.
         let ws_deadline = Instant::now() + self.shared.server.ws.close_timeout;
@@ -931,28 +887,5 @@ pub fn run(
     });
     if let Err(e) = res {
         let _ = started.send(Err(e));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn local_notify_wakes_a_waiter_once() {
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let n = Rc::new(LocalNotify::default());
-            let n2 = n.clone();
-            monoio::spawn(async move { n2.notify() });
-            n.notified_or(None).await;
-            // With no notification pending, the deadline ends the wait.
-            let t = Instant::now();
-            n.notified_or(Some(t + Duration::from_millis(20))).await;
-            assert!(t.elapsed() >= Duration::from_millis(15));
-        });
     }
 }

@@ -18,7 +18,6 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,6 +28,7 @@ use super::{DropReason, WsStats, RESULT_SUBSCRIBERS};
 use crate::config::WsConfig;
 use crate::event::{Event, EventKind};
 use crate::model::Transition;
+use crate::notify::Notify;
 
 /// Most frames one `writev` carries (well under IOV_MAX).
 pub const MAX_IOV: usize = 64;
@@ -80,38 +80,6 @@ pub struct Out {
     pub born: Option<Instant>,
     /// This is our close frame: nothing may follow it.
     pub close: bool,
-}
-
-/// A single-waiter wake-up flag for a client's writer task.
-#[derive(Default)]
-pub struct Notify {
-    set: Cell<bool>,
-    waker: Cell<Option<Waker>>,
-}
-
-impl Notify {
-    /// Sets the flag and wakes the waiter, if any.
-    pub fn notify(&self) {
-        self.set.set(true);
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-
-    /// Waits until notified (consumes the notification).
-    pub async fn wait(&self) {
-        std::future::poll_fn(|cx: &mut Context<'_>| self.poll_wait(cx)).await
-    }
-
-    /// Ready (consuming the notification) if notified; otherwise registers `cx`'s waker.
-    pub fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.set.replace(false) {
-            Poll::Ready(())
-        } else {
-            self.waker.set(Some(cx.waker().clone()));
-            Poll::Pending
-        }
-    }
 }
 
 /// A subscription being prepared.

@@ -22,6 +22,7 @@ use crate::http::{self, Request, Response};
 use crate::mesh::{From, Mesh};
 use crate::model::{ProbeResult, ServiceId, ServiceSpec, Source, Status, Transition, UnixMillis};
 use crate::notify::Notify;
+use crate::probe::plan::Plan;
 use crate::probe::Prober;
 use crate::sched::{self, Due, Scheduler};
 use crate::state::{Health, SeqCounter};
@@ -86,7 +87,8 @@ impl Shared {
 
 /// A service as its shard holds it.
 struct Slot {
-    spec: Arc<ServiceSpec>,
+    /// The definition and what its probes read every run (see `probe::plan`).
+    plan: Rc<Plan>,
     health: Health,
     /// Bumped whenever the planned entry in the heap must be ignored.
     generation: u32,
@@ -94,6 +96,12 @@ struct Slot {
     running: bool,
     /// Latency of the last probe, for snapshots.
     last_latency: Duration,
+}
+
+impl Slot {
+    fn spec(&self) -> &Arc<ServiceSpec> {
+        &self.plan.spec
+    }
 }
 
 /// One shard's state. Lives in an `Rc` on its own thread.
@@ -147,14 +155,17 @@ impl Shard {
         let mut sched = self.sched.borrow_mut();
         match services.get_mut(&spec.id) {
             Some(slot) => {
-                let replan = slot.spec.interval != spec.interval || slot.spec.paused != spec.paused;
-                slot.spec = spec;
+                let replan =
+                    slot.spec().interval != spec.interval || slot.spec().paused != spec.paused;
+                slot.plan = self.prober.plan(spec);
                 if replan {
                     slot.generation = slot.generation.wrapping_add(1);
-                    if !slot.spec.paused {
+                    // A paused service has no planned entry of its current generation, which
+                    // is what lets `start_due` skip reading the definition.
+                    if !slot.spec().paused {
                         sched.push(Due {
-                            at: sched::first_run(now, slot.spec.interval),
-                            service: slot.spec.id,
+                            at: sched::first_run(now, slot.plan.interval),
+                            service: slot.plan.id,
                             generation: slot.generation,
                         });
                     }
@@ -173,7 +184,7 @@ impl Shard {
                 services.insert(
                     spec.id,
                     Slot {
-                        spec,
+                        plan: self.prober.plan(spec),
                         health: Health::new(UnixMillis::now()),
                         generation,
                         running: false,
@@ -194,8 +205,8 @@ impl Shard {
             .services
             .borrow()
             .values()
-            .filter(|s| s.spec.source == Source::Config && !keep.contains(&s.spec.id))
-            .map(|s| s.spec.id)
+            .filter(|s| s.spec().source == Source::Config && !keep.contains(&s.plan.id))
+            .map(|s| s.plan.id)
             .collect();
         for id in &removed {
             self.services.borrow_mut().remove(id);
@@ -204,7 +215,7 @@ impl Shard {
         for spec in specs {
             match self.services.borrow().get(&spec.id) {
                 None => added += 1,
-                Some(old) if !same_definition(&old.spec, &spec) => changed += 1,
+                Some(old) if !same_definition(old.spec(), &spec) => changed += 1,
                 Some(_) => {}
             }
             self.upsert(spec);
@@ -254,16 +265,19 @@ impl Shard {
     }
 
     fn start_due(self: &Rc<Self>, due: Due, now: Instant) {
-        let spec = {
+        let plan = {
             let mut services = self.services.borrow_mut();
             let Some(slot) = services.get_mut(&due.service) else {
                 return;
             };
-            if slot.generation != due.generation || slot.spec.paused {
+            // Pausing bumps the generation and plans nothing, so a current entry is never of a
+            // paused service; the definition itself is not read here.
+            if slot.generation != due.generation {
                 return;
             }
+            debug_assert!(!slot.spec().paused);
             let (next, skipped) =
-                sched::next_run(due.at, now, slot.spec.interval, slot.spec.jitter);
+                sched::next_run(due.at, now, slot.plan.interval, slot.plan.jitter);
             self.sched.borrow_mut().push(Due { at: next, ..due });
             if skipped > 0 {
                 self.stats.borrow_mut().skip(Skip::Behind, skipped);
@@ -273,20 +287,20 @@ impl Shard {
                 return;
             }
             slot.running = true;
-            slot.spec.clone()
+            slot.plan.clone()
         };
         self.inflight.set(self.inflight.get() + 1);
-        monoio::spawn(self.clone().run_probe(spec, due.at));
+        monoio::spawn(self.clone().run_probe(plan, due.at));
     }
 
-    async fn run_probe(self: Rc<Self>, spec: Arc<ServiceSpec>, planned: Instant) {
+    async fn run_probe(self: Rc<Self>, plan: Rc<Plan>, planned: Instant) {
         let start = Instant::now();
         let lag = start.saturating_duration_since(planned);
         let started_at = UnixMillis::now();
         let scheduled_at = UnixMillis(started_at.0 - lag.as_millis() as i64);
-        let report = self.prober.probe(&spec).await;
+        let report = self.prober.probe_planned(&plan, start).await;
         let result = ProbeResult {
-            service_id: spec.id,
+            service_id: plan.id,
             scheduled_at,
             started_at,
             timings: report.timings,
@@ -295,12 +309,24 @@ impl Shard {
             error_kind: report.error.as_ref().map(|e| e.kind()),
             error: report.error.as_ref().map(|e| e.to_string()),
         };
-        self.finish_probe(&spec, result, lag);
+        // The probe's own end reading serves as "now" (no further clock reads per probe).
+        let born = start + report.timings.total;
+        let now = UnixMillis(started_at.0 + report.timings.total.as_millis() as i64);
+        self.finish_probe(&plan, result, lag, born, now);
     }
 
-    fn finish_probe(&self, spec: &Arc<ServiceSpec>, result: ProbeResult, lag: Duration) {
-        // Push latency (probe completion -> frame handed to a socket) starts here.
-        let born = Instant::now();
+    /// Applies a finished probe: stats, state machine, store, events. `born` (monotonic) and
+    /// `now` (wall clock) are when the probe ended; push latency is measured from `born`.
+    fn finish_probe(
+        &self,
+        plan: &Plan,
+        result: ProbeResult,
+        lag: Duration,
+        born: Instant,
+        now: UnixMillis,
+    ) {
+        // Only read for log lines that are enabled, transitions and live results.
+        let spec = &plan.spec;
         self.inflight.set(self.inflight.get().saturating_sub(1));
         self.probe_done.notify();
         let latency = result.timings.total;
@@ -322,22 +348,21 @@ impl Shard {
                 "probe failed"
             ),
         }
-        let now = UnixMillis::now();
         let transition = {
             let mut services = self.services.borrow_mut();
             // The service may have been removed while its probe ran: keep the result, no state.
-            services.get_mut(&spec.id).and_then(|slot| {
+            services.get_mut(&plan.id).and_then(|slot| {
                 slot.running = false;
                 slot.last_latency = latency;
                 let change = slot.health.observe(
                     result.ok(),
                     now,
-                    slot.spec.failure_threshold,
-                    slot.spec.success_threshold,
+                    slot.plan.failure_threshold,
+                    slot.plan.success_threshold,
                 )?;
                 Some(Transition {
                     seq: self.shared.seq.next(),
-                    service_id: spec.id,
+                    service_id: plan.id,
                     service: spec.name.clone(),
                     from: change.from,
                     to: change.to,
@@ -351,7 +376,7 @@ impl Shard {
         // Result events are encoded only while some client asked for them.
         let result_event = ws::results_wanted()
             .then(|| {
-                let status = self.services.borrow().get(&spec.id)?.health.status;
+                let status = self.services.borrow().get(&plan.id)?.health.status;
                 Some(Event::live_result(spec.clone(), &result, status, now, born))
             })
             .flatten();
@@ -422,9 +447,9 @@ impl Shard {
             .borrow()
             .values()
             .map(|s| ws::protocol::ServiceState {
-                id: s.spec.id,
-                name: s.spec.name.clone(),
-                tags: s.spec.tags.clone(),
+                id: s.plan.id,
+                name: s.spec().name.clone(),
+                tags: s.spec().tags.clone(),
                 status: s.health.status,
                 since: s.health.since,
                 latency_ms: (s.last_latency.as_micros() as f64 / 1000.0 * 1000.0).round() / 1000.0,
@@ -457,7 +482,7 @@ impl Shard {
                 .position(|s| *s == slot.health.status)
                 .unwrap_or(0);
             by_status[i] += 1;
-            paused += u64::from(slot.spec.paused);
+            paused += u64::from(slot.spec().paused);
         }
         let mut stats = self.stats.borrow().clone();
         stats.ws = self.hub.stats.borrow().clone();
@@ -777,7 +802,7 @@ impl crate::api::Host for Shard {
 
 fn slot_view(slot: &Slot) -> crate::api::ServiceView {
     crate::api::ServiceView {
-        spec: slot.spec.clone(),
+        spec: slot.spec().clone(),
         status: slot.health.status,
         since: slot.health.since,
     }

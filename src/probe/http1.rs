@@ -456,7 +456,7 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn decode_all(framing: Framing, parts: &[&[u8]]) -> Result<(Vec<u8>, bool, usize), HttpError> {
@@ -469,7 +469,7 @@ mod tests {
         Ok((out, d.is_done(), used))
     }
 
-    fn spec(host: &str, port: u16, scheme: crate::model::Scheme) -> ServiceSpec {
+    pub(crate) fn spec(host: &str, port: u16, scheme: crate::model::Scheme) -> ServiceSpec {
         use crate::model::*;
         use std::time::Duration;
         let d = Duration::from_secs(1);

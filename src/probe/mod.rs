@@ -26,6 +26,7 @@
 //! (HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `keep-alive`) and left no extra bytes.
 
 pub mod http1;
+pub mod plan;
 pub mod pool;
 pub mod tls;
 
@@ -34,6 +35,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,7 @@ use crate::dns::{DnsError, ResolverHandle};
 use crate::model::{ErrorKind, Scheme, ServiceSpec, Timings};
 
 use self::http1::{BodyDecoder, Framing, ResponseHead};
+use self::plan::{Hosts, Plan};
 use self::pool::{Pool, PoolKey};
 
 /// Why a probe failed; each variant maps to one `ErrorKind`.
@@ -327,6 +330,8 @@ pub struct Prober {
     pool: RefCell<Pool<Conn>>,
     /// Shard-side answer cache (by host), so a cached name costs no thread hop.
     dns_cache: RefCell<HashMap<String, (IpAddr, Instant)>>,
+    /// Host names shared by this shard's plans (and so by its pool keys).
+    hosts: Hosts,
     opened: Cell<u64>,
     reused: Cell<u64>,
 }
@@ -343,17 +348,31 @@ impl Prober {
                 limits.idle_timeout,
             )),
             dns_cache: RefCell::new(HashMap::default()),
+            hosts: Hosts::default(),
             opened: Cell::new(0),
             reused: Cell::new(0),
         }
     }
 
+    /// Prepares the plan a shard keeps for `spec` (one per definition, reused by every probe).
+    pub fn plan(&self, spec: Arc<ServiceSpec>) -> Rc<Plan> {
+        Rc::new(Plan::new(spec, &self.hosts))
+    }
+
     /// Runs one probe of `spec`, applying every expectation. Never panics on peer input.
+    ///
+    /// Plans the probe first; a shard keeps its plans and calls `probe_planned` instead.
     pub async fn probe(&self, spec: &ServiceSpec) -> ProbeReport {
-        let start = Instant::now();
+        let plan = Plan::new(Arc::new(spec.clone()), &self.hosts);
+        self.probe_planned(&plan, Instant::now()).await
+    }
+
+    /// Runs one probe of `plan`'s service that started at `start` (the caller's clock reading,
+    /// so one probe reads the clock as few times as it can), applying every expectation.
+    pub async fn probe_planned(&self, plan: &Plan, start: Instant) -> ProbeReport {
         // `Instant + Duration` panics on overflow; an absurd configured timeout must not.
         let deadline = start
-            .checked_add(spec.timeout)
+            .checked_add(plan.timeout)
             .or_else(|| start.checked_add(Duration::from_secs(86_400)))
             .unwrap_or(start);
         let phase = Cell::new("dns");
@@ -370,7 +389,7 @@ impl Prober {
         // then moved into the timeout would be a second copy of the whole exchange state in
         // this future (and so in every probe task).
         let outcome =
-            monoio::time::timeout(budget, self.run(spec, clock, &mut report, &mut progress)).await;
+            monoio::time::timeout(budget, self.run(plan, clock, &mut report, &mut progress)).await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(_) => {
@@ -385,7 +404,7 @@ impl Prober {
         report.timings.total = start.elapsed();
         report.error = match outcome {
             Err(e) => Some(e),
-            Ok(body_ok) => expectations(spec, &report, body_ok).err(),
+            Ok(body_ok) => expectations(plan, &report, body_ok).err(),
         };
         report
     }
@@ -412,21 +431,24 @@ impl Prober {
 
     async fn run(
         &self,
-        spec: &ServiceSpec,
+        plan: &Plan,
         clock: Clock<'_>,
         report: &mut ProbeReport,
         progress: &mut Progress,
     ) -> Result<bool, ProbeError> {
-        let target = &spec.target;
+        let spec = &*plan.spec;
         clock.phase.set("dns");
-        let addr = self
-            .resolve(&target.host, target.port)
-            .await
-            .map_err(|e| ProbeError::Dns {
-                host: target.host.clone(),
-                reason: e.to_string(),
-            })?;
-        let tls_config = match target.scheme {
+        let addr = match plan.literal {
+            Some(ip) => SocketAddr::new(ip, plan.port),
+            None => self
+                .resolve(&spec.target.host, plan.port)
+                .await
+                .map_err(|e| ProbeError::Dns {
+                    host: spec.target.host.clone(),
+                    reason: e.to_string(),
+                })?,
+        };
+        let tls_config = match plan.scheme {
             Scheme::Http => None,
             Scheme::Https => Some(match &spec.tls {
                 Some(cfg) => cfg.clone(),
@@ -437,12 +459,12 @@ impl Prober {
         };
         let key = PoolKey {
             addr,
-            scheme: target.scheme,
-            host: target.host.clone(),
+            scheme: plan.scheme,
+            host: plan.host.clone(),
             tls_config: tls_config.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize),
         };
         let tls_config = tls_config.as_ref();
-        let pooled = self.pool.borrow_mut().take(&key);
+        let pooled = self.pool.borrow_mut().take(&key, clock.start);
         let (mut conn, mut reused) = match pooled {
             Some(conn) => (conn, true),
             // Dialling (and the TLS handshake future inside it) is boxed: it is the cold path,
@@ -458,7 +480,7 @@ impl Prober {
             }
             *progress = Progress::default();
             report.reused = reused;
-            let res = self.exchange(&mut conn, spec, clock, progress).await;
+            let res = self.exchange(&mut conn, plan, clock, progress).await;
             report.bytes = progress.bytes;
             report.status_code = progress.status;
             report.reused = reused;
@@ -470,7 +492,7 @@ impl Prober {
                     if ex.reusable {
                         conn.rbuf.clear();
                         conn.pos = 0;
-                        self.pool.borrow_mut().put(key, conn);
+                        self.pool.borrow_mut().put(&key, conn, Instant::now());
                     }
                     return Ok(ex.body_ok);
                 }
@@ -560,34 +582,37 @@ impl Prober {
     async fn exchange(
         &self,
         conn: &mut Conn,
-        spec: &ServiceSpec,
+        plan: &Plan,
         clock: Clock<'_>,
         progress: &mut Progress,
     ) -> Result<Exchange, ProbeError> {
-        http1::encode_request(spec, &mut conn.wbuf);
+        conn.wbuf.clear();
+        conn.wbuf.extend_from_slice(plan.request.as_slice());
         let max_head = self.limits.max_header_bytes;
         // Not `within`: its argument plus the timeout wrapping it would store the read future
         // twice in every probe task. Each branch builds its future in place.
         const HEAD: &str = "response head";
         clock.phase.set(HEAD);
-        let head = match phase_limit(Some(spec.phase_timeouts.head), clock) {
+        let head = match phase_limit(Some(plan.head_timeout), clock) {
             Some(l) => monoio::time::timeout(l, read_head(conn, max_head, progress))
                 .await
                 .map_err(|_| clock.timeout(HEAD))?,
             None => read_head(conn, max_head, progress).await,
         }?;
         progress.status = Some(head.status);
-        let framing = Framing::of(&head, spec.method);
-        let needle = spec.expect.body_contains.as_deref().map(str::as_bytes);
-        let keep = if needle.is_some() {
-            spec.max_body_bytes
-        } else {
-            0
-        };
+        let framing = Framing::of(&head, plan.method);
         // No phase limit of its own: the whole-probe timer covers the body.
         clock.phase.set("body");
+        let keep = plan.keep.unwrap_or(0);
         let complete = read_body(conn, framing, max_head, keep, progress).await?;
-        let body_ok = needle.is_none_or(|n| http1::contains(&conn.kept, n));
+        // The spec is read only when there is a needle to look for.
+        let body_ok = plan.keep.is_none()
+            || plan
+                .spec
+                .expect
+                .body_contains
+                .as_deref()
+                .is_none_or(|n| http1::contains(&conn.kept, n.as_bytes()));
         // After 101 the connection no longer speaks HTTP/1.1.
         let reusable = complete
             && !head.close
@@ -716,22 +741,21 @@ fn tls_error(e: monoio_rustls::TlsError) -> String {
 }
 
 /// Applies `expect` in order: status, body, latency (the first failure is reported).
-fn expectations(spec: &ServiceSpec, report: &ProbeReport, body_ok: bool) -> Result<(), ProbeError> {
-    let expect = &spec.expect;
+fn expectations(plan: &Plan, report: &ProbeReport, body_ok: bool) -> Result<(), ProbeError> {
     if let Some(code) = report.status_code {
-        if !expect.status.contains(code) {
+        if !plan.status_ok(code) {
             return Err(ProbeError::Status {
                 got: code,
-                expected: expect.status.to_string(),
+                expected: plan.spec.expect.status.to_string(),
             });
         }
     }
     if !body_ok {
         return Err(ProbeError::BodyMismatch {
-            needle: expect.body_contains.clone().unwrap_or_default(),
+            needle: plan.spec.expect.body_contains.clone().unwrap_or_default(),
         });
     }
-    if let Some(max) = expect.max_latency {
+    if let Some(max) = plan.max_latency {
         if report.timings.total > max {
             return Err(ProbeError::Latency {
                 got_ms: u64::try_from(report.timings.total.as_millis()).unwrap_or(u64::MAX),

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::model::Scheme;
 
+use super::plan::HostKey;
+
 /// Which connections are interchangeable: same address, same scheme, the same host (TLS SNI
 /// and certificate checks depend on it) and the same TLS client configuration (a connection
 /// accepted under `insecure_skip_verify` must never serve a verifying service).
@@ -20,8 +22,8 @@ pub struct PoolKey {
     pub addr: SocketAddr,
     /// http or https.
     pub scheme: Scheme,
-    /// Host name used for SNI and `Host`.
-    pub host: String,
+    /// Host name used for SNI and `Host` (interned: comparing two keys rarely reads it).
+    pub host: HostKey,
     /// Identity (`Arc::as_ptr`) of the TLS config, 0 for plain http. A pooled TLS connection
     /// holds its config alive, so the address cannot be recycled while it is pooled.
     pub tls_config: usize,
@@ -53,8 +55,12 @@ impl<C> Pool<C> {
     }
 
     /// Takes the most recently used idle connection for `key`, dropping expired ones.
-    pub fn take(&mut self, key: &PoolKey) -> Option<C> {
-        let now = Instant::now();
+    ///
+    /// An emptied queue stays in the map (the periodic sweep removes it): a busy target's
+    /// queue empties and refills on nearly every probe, and re-creating it each time cost an
+    /// allocation and a key clone per probe.
+    /// `now` is the caller's clock reading (a probe reads the clock once at its start).
+    pub fn take(&mut self, key: &PoolKey, now: Instant) -> Option<C> {
         let queue = self.idle.get_mut(key)?;
         let mut found = None;
         while let Some((conn, since)) = queue.pop_back() {
@@ -74,32 +80,37 @@ impl<C> Pool<C> {
             self.total -= 1;
             self.dropped += 1;
         }
-        if queue.is_empty() {
-            self.idle.remove(key);
-        }
         found
     }
 
     /// Parks `conn` as idle for `key`; evicts the oldest when a bound is hit.
-    pub fn put(&mut self, key: PoolKey, conn: C) {
+    pub fn put(&mut self, key: &PoolKey, conn: C, now: Instant) {
         if self.max_per_target == 0 || self.max_total == 0 {
             self.dropped += 1;
             return;
         }
         // Targets that stopped being probed would otherwise hold their sockets forever.
-        if self.total >= self.max_total || self.last_sweep.elapsed() >= self.idle_timeout {
+        if self.total >= self.max_total
+            || now.saturating_duration_since(self.last_sweep) >= self.idle_timeout
+        {
             self.expire_all();
         }
         if self.total >= self.max_total {
             self.evict_oldest();
         }
-        let queue = self.idle.entry(key).or_default();
+        // Look up by reference first: the key is cloned only for a target seen anew.
+        if !self.idle.contains_key(key) {
+            self.idle.insert(key.clone(), VecDeque::new());
+        }
+        let Some(queue) = self.idle.get_mut(key) else {
+            return;
+        };
         if queue.len() >= self.max_per_target {
             queue.pop_front();
             self.total -= 1;
             self.dropped += 1;
         }
-        queue.push_back((conn, Instant::now()));
+        queue.push_back((conn, now));
         self.total += 1;
     }
 
@@ -164,7 +175,7 @@ mod tests {
         PoolKey {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             scheme: Scheme::Http,
-            host: "h".into(),
+            host: HostKey::new("h"),
             tls_config: 0,
         }
     }
@@ -172,33 +183,33 @@ mod tests {
     #[test]
     fn lifo_per_target_and_bounds() {
         let mut p = Pool::new(2, 3, Duration::from_secs(60));
-        p.put(key(1), 'a');
-        p.put(key(1), 'b');
-        p.put(key(1), 'c'); // evicts 'a' (per-target bound)
+        p.put(&key(1), 'a', Instant::now());
+        p.put(&key(1), 'b', Instant::now());
+        p.put(&key(1), 'c', Instant::now()); // evicts 'a' (per-target bound)
         assert_eq!((p.len(), p.dropped()), (2, 1));
-        p.put(key(2), 'd');
-        p.put(key(3), 'e'); // shard bound: evicts the oldest overall ('b')
+        p.put(&key(2), 'd', Instant::now());
+        p.put(&key(3), 'e', Instant::now()); // shard bound: evicts the oldest overall ('b')
         assert_eq!((p.len(), p.dropped()), (3, 2));
-        assert_eq!(p.take(&key(1)), Some('c'));
-        assert_eq!(p.take(&key(1)), None);
-        assert_eq!(p.take(&key(2)), Some('d'));
-        assert_eq!(p.take(&key(3)), Some('e'));
+        assert_eq!(p.take(&key(1), Instant::now()), Some('c'));
+        assert_eq!(p.take(&key(1), Instant::now()), None);
+        assert_eq!(p.take(&key(2), Instant::now()), Some('d'));
+        assert_eq!(p.take(&key(3), Instant::now()), Some('e'));
         assert!(p.is_empty());
     }
 
     #[test]
     fn expired_connections_are_dropped() {
         let mut p = Pool::new(4, 4, Duration::from_millis(0));
-        p.put(key(1), 1);
-        p.put(key(1), 2);
-        assert_eq!(p.take(&key(1)), None);
+        p.put(&key(1), 1, Instant::now());
+        p.put(&key(1), 2, Instant::now());
+        assert_eq!(p.take(&key(1), Instant::now()), None);
         assert_eq!((p.len(), p.dropped()), (0, 2));
     }
 
     #[test]
     fn zero_bounds_keep_nothing() {
         let mut p = Pool::new(0, 4, Duration::from_secs(1));
-        p.put(key(1), 1);
+        p.put(&key(1), 1, Instant::now());
         assert!(p.is_empty());
         assert_eq!(p.dropped(), 1);
     }

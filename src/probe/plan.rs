@@ -1,0 +1,296 @@
+//! A probe plan: what every probe of one service reads, prepared once per definition.
+//!
+//! With 100k+ services a probe's cost is set by cache misses more than by instructions: the
+//! definition (`ServiceSpec`, ~400 bytes over seven cache lines) and its strings (host, path,
+//! headers, status ranges) are separate allocations scattered over the heap, and the old hot
+//! path touched most of them on every run (plus a host `String` allocated per probe for the pool
+//! key). A `Plan` packs the fields a probe and the state machine read into one allocation next
+//! to the encoded request, so the common path touches a few lines and allocates nothing.
+//! The definition stays reachable (`Plan::spec`) for the cold paths: dialling, TLS, messages.
+
+use std::cell::RefCell;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::{FxHashMap as HashMap, FxHasher};
+
+use crate::model::{Method, Scheme, ServiceId, ServiceSpec};
+
+use super::http1;
+
+/// Requests up to this many bytes are stored inside the plan itself, next to the fields the
+/// probe reads, instead of in an allocation of their own (one cache miss fewer per probe).
+const INLINE_REQUEST: usize = 160;
+
+/// Interned hosts kept at most; past it, entries no plan uses any more are dropped, and a host
+/// that still does not fit gets a private copy (correct, just not shared).
+const MAX_INTERNED_HOSTS: usize = 65_536;
+
+/// A host name as the connection pool keys it: hashed once, compared by pointer first (plans
+/// of one shard share one interned copy per host, so equal hosts are almost always the same
+/// allocation and the comparison never reads the string).
+#[derive(Clone, Debug)]
+pub struct HostKey {
+    hash: u64,
+    name: Rc<str>,
+}
+
+impl HostKey {
+    /// A key for `name` (not interned; see `Hosts` for the shared form).
+    pub fn new(name: &str) -> Self {
+        HostKey::from_rc(Rc::from(name))
+    }
+
+    fn from_rc(name: Rc<str>) -> Self {
+        let mut h = FxHasher::default();
+        name.hash(&mut h);
+        HostKey {
+            hash: h.finish(),
+            name,
+        }
+    }
+
+    /// The host name.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+}
+
+impl PartialEq for HostKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && (Rc::ptr_eq(&self.name, &other.name) || self.name == other.name)
+    }
+}
+
+impl Eq for HostKey {}
+
+impl Hash for HostKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// One shard's interned host names (single-threaded, like the prober that owns it).
+#[derive(Default)]
+pub(crate) struct Hosts {
+    names: RefCell<HashMap<Rc<str>, HostKey>>,
+}
+
+impl Hosts {
+    /// The shared key for `name`.
+    pub(crate) fn intern(&self, name: &str) -> HostKey {
+        let mut names = self.names.borrow_mut();
+        if let Some(k) = names.get(name) {
+            return k.clone();
+        }
+        if names.len() >= MAX_INTERNED_HOSTS {
+            // Only the table holds these (the key's Rc plus the map key's): no plan uses them.
+            names.retain(|_, k| Rc::strong_count(&k.name) > 2);
+            if names.len() >= MAX_INTERNED_HOSTS {
+                return HostKey::new(name);
+            }
+        }
+        let key = HostKey::new(name);
+        names.insert(key.name.clone(), key.clone());
+        key
+    }
+
+    /// Hosts currently interned.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.names.borrow().len()
+    }
+}
+
+/// An encoded request: inline when small (the usual GET), else on the heap.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// `len` bytes at the start of `bytes`.
+    Inline {
+        /// Bytes used.
+        len: u8,
+        /// Storage.
+        bytes: [u8; INLINE_REQUEST],
+    },
+    /// Too large to inline (long headers, a POST body).
+    Heap(Box<[u8]>),
+}
+
+impl Request {
+    fn new(encoded: Vec<u8>) -> Self {
+        match u8::try_from(encoded.len()) {
+            Ok(len) if encoded.len() <= INLINE_REQUEST => {
+                let mut bytes = [0; INLINE_REQUEST];
+                bytes[..encoded.len()].copy_from_slice(&encoded);
+                Request::Inline { len, bytes }
+            }
+            _ => Request::Heap(encoded.into_boxed_slice()),
+        }
+    }
+
+    /// The bytes to write.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Request::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Request::Heap(b) => b,
+        }
+    }
+}
+
+/// What a probe of one service needs on every run, prepared once per definition.
+#[derive(Debug)]
+pub struct Plan {
+    /// The definition this plan was made from.
+    pub spec: Arc<ServiceSpec>,
+    /// Copied from the spec so the state machine need not read it.
+    pub id: ServiceId,
+    /// Time between probe starts.
+    pub interval: Duration,
+    /// Fraction of the interval used as +- jitter.
+    pub jitter: f64,
+    /// Consecutive failures before DOWN.
+    pub failure_threshold: NonZeroU32,
+    /// Consecutive successes before UP.
+    pub success_threshold: NonZeroU32,
+    /// Whole-probe deadline.
+    pub(crate) timeout: Duration,
+    /// Limit from request written to the end of the response head.
+    pub(crate) head_timeout: Duration,
+    /// Body bytes kept for `expect.body_contains`; None when there is no needle.
+    pub(crate) keep: Option<usize>,
+    /// The accepted status range when there is exactly one (the usual case); otherwise the
+    /// spec's ranges are consulted.
+    pub(crate) status: Option<(u16, u16)>,
+    /// `expect.max_latency`.
+    pub(crate) max_latency: Option<Duration>,
+    /// The target's address when its host is an IP literal (no resolver, no cache lookup).
+    pub(crate) literal: Option<IpAddr>,
+    /// Pool key part: the host, interned.
+    pub(crate) host: HostKey,
+    /// Request method (decides body framing).
+    pub(crate) method: Method,
+    /// http or https.
+    pub(crate) scheme: Scheme,
+    /// Target port.
+    pub(crate) port: u16,
+    /// The request exactly as written on the wire.
+    pub(crate) request: Request,
+}
+
+impl Plan {
+    /// Prepares the plan of `spec`, interning its host in `hosts`.
+    pub(crate) fn new(spec: Arc<ServiceSpec>, hosts: &Hosts) -> Plan {
+        let mut request = Vec::new();
+        http1::encode_request(&spec, &mut request);
+        let ranges = &spec.expect.status.0;
+        let host = spec.target.host.as_str();
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        Plan {
+            id: spec.id,
+            interval: spec.interval,
+            jitter: spec.jitter,
+            failure_threshold: spec.failure_threshold,
+            success_threshold: spec.success_threshold,
+            timeout: spec.timeout,
+            head_timeout: spec.phase_timeouts.head,
+            keep: spec
+                .expect
+                .body_contains
+                .is_some()
+                .then_some(spec.max_body_bytes),
+            status: (ranges.len() == 1).then(|| ranges[0]),
+            max_latency: spec.expect.max_latency,
+            literal: bare.parse().ok(),
+            host: hosts.intern(host),
+            method: spec.method,
+            scheme: spec.target.scheme,
+            port: spec.target.port,
+            request: Request::new(request),
+            spec,
+        }
+    }
+
+    /// True when `code` is an accepted status.
+    pub(crate) fn status_ok(&self, code: u16) -> bool {
+        match self.status {
+            Some((lo, hi)) => (lo..=hi).contains(&code),
+            None => self.spec.expect.status.contains(code),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::StatusRanges;
+
+    fn spec(url: &str) -> Arc<ServiceSpec> {
+        let mut s = crate::probe::http1::tests::spec("h", 80, Scheme::Http);
+        s.target = crate::config::parse_url(url).expect("test url");
+        Arc::new(s)
+    }
+
+    #[test]
+    fn plans_share_interned_hosts_and_know_literals() {
+        let hosts = Hosts::default();
+        let a = Plan::new(spec("http://example.test:8080/a"), &hosts);
+        let b = Plan::new(spec("http://example.test:8080/b"), &hosts);
+        assert!(Rc::ptr_eq(&a.host.name, &b.host.name));
+        assert_eq!(a.host, HostKey::new("example.test"));
+        assert_ne!(a.host, HostKey::new("other.test"));
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(a.literal, None);
+        let v4 = Plan::new(spec("http://127.0.0.1:9/"), &hosts);
+        assert_eq!(v4.literal, Some(IpAddr::from([127, 0, 0, 1])));
+        let v6 = Plan::new(spec("http://[::1]:9/"), &hosts);
+        assert_eq!(v6.literal, Some("::1".parse().expect("v6")));
+        assert!(matches!(a.request, Request::Inline { .. }));
+        assert!(String::from_utf8_lossy(a.request.as_slice()).starts_with("GET /a HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn large_requests_live_on_the_heap_and_encode_the_same() {
+        let hosts = Hosts::default();
+        let mut s = (*spec("http://h/")).clone();
+        s.headers = vec![("X-Long".into(), "v".repeat(INLINE_REQUEST))];
+        let plan = Plan::new(Arc::new(s.clone()), &hosts);
+        assert!(matches!(plan.request, Request::Heap(_)));
+        let mut direct = Vec::new();
+        http1::encode_request(&s, &mut direct);
+        assert_eq!(plan.request.as_slice(), &direct[..]);
+    }
+
+    #[test]
+    fn status_fast_path_agrees_with_the_ranges() {
+        let hosts = Hosts::default();
+        let one = Plan::new(spec("http://h/"), &hosts);
+        assert_eq!(one.status, Some((200, 299)));
+        assert!(one.status_ok(204) && !one.status_ok(300));
+        let mut s = (*spec("http://h/")).clone();
+        s.expect.status = StatusRanges(vec![(200, 200), (404, 404)]);
+        let two = Plan::new(Arc::new(s), &hosts);
+        assert_eq!(two.status, None);
+        assert!(two.status_ok(404) && two.status_ok(200) && !two.status_ok(201));
+    }
+
+    #[test]
+    fn a_full_intern_table_drops_unused_hosts_first() {
+        let hosts = Hosts::default();
+        let kept = hosts.intern("kept.test");
+        for i in 0..MAX_INTERNED_HOSTS {
+            drop(hosts.intern(&format!("h{i}.test")));
+        }
+        // The table was full of unused names: they were purged to make room.
+        let again = hosts.intern("new.test");
+        assert!(hosts.len() < MAX_INTERNED_HOSTS);
+        assert_eq!(again.as_str(), "new.test");
+        assert!(Rc::ptr_eq(&hosts.intern("kept.test").name, &kept.name));
+    }
+}

@@ -19,4 +19,5 @@ pub mod shard;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod table;
 pub mod ws;

@@ -26,15 +26,15 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use crate::model::ServiceId;
+use crate::table::SlotId;
 
 /// One planned probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Due {
     /// Planned start.
     pub at: Instant,
-    /// Which service.
-    pub service: ServiceId,
+    /// Where the service sits in its shard's table.
+    pub slot: SlotId,
     /// The service's generation when this was planned; stale if it differs now.
     pub generation: u32,
 }
@@ -231,6 +231,12 @@ impl Scheduler {
         }
     }
 
+    /// Up to `n` entries likely to be popped next, soonest first: a hint for prefetching (it
+    /// looks only at the loaded tick, not at entries planned late).
+    pub fn upcoming(&self, n: usize) -> impl Iterator<Item = &Due> {
+        self.ready.iter().rev().take(n)
+    }
+
     /// The earliest of `ready` and `late`: every entry still in the wheel is later.
     fn first_ready(&self) -> Option<&Due> {
         match (self.ready.last(), self.late.peek()) {
@@ -407,7 +413,7 @@ mod tests {
     fn due(at: Instant, n: u64) -> Due {
         Due {
             at,
-            service: ServiceId::from_raw(n),
+            slot: SlotId::new(n as u32),
             generation: 0,
         }
     }
@@ -423,7 +429,7 @@ mod tests {
         assert!(s.pop_due(t0).is_none());
         let now = t0 + Duration::from_millis(25);
         let got: Vec<u64> = std::iter::from_fn(|| s.pop_due(now))
-            .map(|d| d.service.get())
+            .map(|d| u64::from(d.slot.get()))
             .collect();
         assert_eq!(got, vec![1, 2]);
         assert_eq!(s.len(), 1);
@@ -526,12 +532,12 @@ mod tests {
         let later = t0 + Duration::from_secs(5);
         // Load a tick, then plan many entries before it (as a far-behind shard would).
         s.push(due(later, 0));
-        assert_eq!(s.pop_due(later).map(|d| d.service.get()), Some(0));
+        assert_eq!(s.pop_due(later).map(|d| u64::from(d.slot.get())), Some(0));
         for n in (1..50_000u64).rev() {
             s.push(due(t0 + Duration::from_micros(n), n));
         }
         let got: Vec<u64> = std::iter::from_fn(|| s.pop_due(later))
-            .map(|d| d.service.get())
+            .map(|d| u64::from(d.slot.get()))
             .collect();
         assert_eq!(got, (1..50_000).collect::<Vec<_>>());
     }
@@ -573,11 +579,11 @@ mod tests {
         for n in 200..210 {
             s.push(due(t0 + Duration::from_secs(3600 + n), n));
         }
-        s.compact(|d| d.service.get() % 2 == 0);
+        s.compact(|d| d.slot.get() % 2 == 0);
         assert_eq!(s.len(), 105);
         let end = t0 + Duration::from_secs(10_000);
         let got: Vec<u64> = std::iter::from_fn(|| s.pop_due(end))
-            .map(|d| d.service.get())
+            .map(|d| u64::from(d.slot.get()))
             .collect();
         assert_eq!(got.len(), 105);
         assert!(got.iter().all(|n| n % 2 == 0));

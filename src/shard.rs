@@ -4,7 +4,6 @@
 //! their state machines, and serves the HTTP connections the kernel hands its listener
 //! (SO_REUSEPORT). Nothing it owns is shared: other threads reach it only through the mesh.
 
-use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
@@ -28,6 +27,7 @@ use crate::sched::{self, Due, Scheduler};
 use crate::state::{Health, SeqCounter};
 use crate::stats::{self, GlobalStats, HttpReject, ShardStats, Skip, StatsSnapshot};
 use crate::store::{Record, StoreHandle};
+use crate::table::{prefetch_read, SlotId, Table};
 use crate::ws;
 
 /// Messages shards (and control threads) send each other through the mesh.
@@ -110,7 +110,7 @@ pub struct Shard {
     driver: &'static str,
     shared: Arc<Shared>,
     prober: Prober,
-    services: RefCell<HashMap<ServiceId, Slot>>,
+    services: RefCell<Table<Slot>>,
     sched: RefCell<Scheduler>,
     stats: RefCell<ShardStats>,
     wake_sched: Notify,
@@ -134,7 +134,7 @@ impl Shard {
             driver,
             shared,
             prober,
-            services: RefCell::new(HashMap::default()),
+            services: RefCell::new(Table::default()),
             sched: RefCell::new(Scheduler::new()),
             stats: RefCell::new(ShardStats::default()),
             wake_sched: Notify::default(),
@@ -153,8 +153,8 @@ impl Shard {
         let now = Instant::now();
         let mut services = self.services.borrow_mut();
         let mut sched = self.sched.borrow_mut();
-        match services.get_mut(&spec.id) {
-            Some(slot) => {
+        match services.slot_of(spec.id).zip(services.get_mut(spec.id)) {
+            Some((at, slot)) => {
                 let replan =
                     slot.spec().interval != spec.interval || slot.spec().paused != spec.paused;
                 slot.plan = self.prober.plan(spec);
@@ -165,7 +165,7 @@ impl Shard {
                     if !slot.spec().paused {
                         sched.push(Due {
                             at: sched::first_run(now, slot.plan.interval),
-                            service: slot.plan.id,
+                            slot: at,
                             generation: slot.generation,
                         });
                     }
@@ -174,15 +174,10 @@ impl Shard {
             None => {
                 let generation = self.next_generation.get();
                 self.next_generation.set(generation.wrapping_add(1));
-                if !spec.paused {
-                    sched.push(Due {
-                        at: sched::first_run(now, spec.interval),
-                        service: spec.id,
-                        generation,
-                    });
-                }
-                services.insert(
-                    spec.id,
+                let (id, first, paused) =
+                    (spec.id, sched::first_run(now, spec.interval), spec.paused);
+                let at = services.insert(
+                    id,
                     Slot {
                         plan: self.prober.plan(spec),
                         health: Health::new(UnixMillis::now()),
@@ -191,6 +186,13 @@ impl Shard {
                         last_latency: Duration::ZERO,
                     },
                 );
+                if !paused {
+                    sched.push(Due {
+                        at: first,
+                        slot: at,
+                        generation,
+                    });
+                }
             }
         }
         drop(sched);
@@ -209,11 +211,11 @@ impl Shard {
             .map(|s| s.plan.id)
             .collect();
         for id in &removed {
-            self.services.borrow_mut().remove(id);
+            self.services.borrow_mut().remove(*id);
         }
         let (mut added, mut changed) = (0, 0);
         for spec in specs {
-            match self.services.borrow().get(&spec.id) {
+            match self.services.borrow().get(spec.id) {
                 None => added += 1,
                 Some(old) if !same_definition(old.spec(), &spec) => changed += 1,
                 Some(_) => {}
@@ -224,7 +226,7 @@ impl Shard {
             let services = self.services.borrow();
             self.sched.borrow_mut().compact(|d| {
                 services
-                    .get(&d.service)
+                    .at(d.slot)
                     .is_some_and(|s| s.generation == d.generation)
             });
         }
@@ -254,6 +256,7 @@ impl Shard {
                     Some(due) => self.start_due(due, now),
                     None => break,
                 }
+                self.prefetch_upcoming();
             }
             if self.inflight.get() >= max_inflight {
                 self.probe_done.wait_or(None).await;
@@ -264,10 +267,28 @@ impl Shard {
         }
     }
 
+    /// Warms the cache for the next probes to start: the slot of the one after next, and the
+    /// plan of the next (whose slot the previous call warmed). At 100k+ services these loads
+    /// are cache misses that otherwise stall `start_due` and the probe's first steps.
+    fn prefetch_upcoming(&self) {
+        let services = self.services.borrow();
+        let sched = self.sched.borrow();
+        let mut next = sched.upcoming(2);
+        if let Some(d) = next.next() {
+            if let Some(slot) = services.at(d.slot) {
+                prefetch_read(&*slot.plan);
+                prefetch_read(&slot.plan.request);
+            }
+        }
+        if let Some(d) = next.next() {
+            services.prefetch(d.slot);
+        }
+    }
+
     fn start_due(self: &Rc<Self>, due: Due, now: Instant) {
         let plan = {
             let mut services = self.services.borrow_mut();
-            let Some(slot) = services.get_mut(&due.service) else {
+            let Some(slot) = services.at_mut(due.slot) else {
                 return;
             };
             // Pausing bumps the generation and plans nothing, so a current entry is never of a
@@ -290,10 +311,10 @@ impl Shard {
             slot.plan.clone()
         };
         self.inflight.set(self.inflight.get() + 1);
-        monoio::spawn(self.clone().run_probe(plan, due.at));
+        monoio::spawn(self.clone().run_probe(plan, due.slot, due.at));
     }
 
-    async fn run_probe(self: Rc<Self>, plan: Rc<Plan>, planned: Instant) {
+    async fn run_probe(self: Rc<Self>, plan: Rc<Plan>, at: SlotId, planned: Instant) {
         let start = Instant::now();
         let lag = start.saturating_duration_since(planned);
         let started_at = UnixMillis::now();
@@ -312,7 +333,7 @@ impl Shard {
         // The probe's own end reading serves as "now" (no further clock reads per probe).
         let born = start + report.timings.total;
         let now = UnixMillis(started_at.0 + report.timings.total.as_millis() as i64);
-        self.finish_probe(&plan, result, lag, born, now);
+        self.finish_probe(&plan, at, result, lag, born, now);
     }
 
     /// Applies a finished probe: stats, state machine, store, events. `born` (monotonic) and
@@ -320,6 +341,7 @@ impl Shard {
     fn finish_probe(
         &self,
         plan: &Plan,
+        at: SlotId,
         result: ProbeResult,
         lag: Duration,
         born: Instant,
@@ -350,33 +372,37 @@ impl Shard {
         }
         let transition = {
             let mut services = self.services.borrow_mut();
-            // The service may have been removed while its probe ran: keep the result, no state.
-            services.get_mut(&plan.id).and_then(|slot| {
-                slot.running = false;
-                slot.last_latency = latency;
-                let change = slot.health.observe(
-                    result.ok(),
-                    now,
-                    slot.plan.failure_threshold,
-                    slot.plan.success_threshold,
-                )?;
-                Some(Transition {
-                    seq: self.shared.seq.next(),
-                    service_id: plan.id,
-                    service: spec.name.clone(),
-                    from: change.from,
-                    to: change.to,
-                    at: now,
-                    latency,
-                    status_code: result.status_code,
-                    error: result.error.clone(),
+            // The service may have been removed while its probe ran (and its slot reused by
+            // another): keep the result, no state.
+            services
+                .at_mut(at)
+                .filter(|s| s.plan.id == plan.id)
+                .and_then(|slot| {
+                    slot.running = false;
+                    slot.last_latency = latency;
+                    let change = slot.health.observe(
+                        result.ok(),
+                        now,
+                        slot.plan.failure_threshold,
+                        slot.plan.success_threshold,
+                    )?;
+                    Some(Transition {
+                        seq: self.shared.seq.next(),
+                        service_id: plan.id,
+                        service: spec.name.clone(),
+                        from: change.from,
+                        to: change.to,
+                        at: now,
+                        latency,
+                        status_code: result.status_code,
+                        error: result.error.clone(),
+                    })
                 })
-            })
         };
         // Result events are encoded only while some client asked for them.
         let result_event = ws::results_wanted()
             .then(|| {
-                let status = self.services.borrow().get(&plan.id)?.health.status;
+                let status = self.services.borrow().get(plan.id)?.health.status;
                 Some(Event::live_result(spec.clone(), &result, status, now, born))
             })
             .flatten();
@@ -775,7 +801,7 @@ impl crate::api::Host for Shard {
     }
 
     fn view(&self, id: ServiceId) -> Option<crate::api::ServiceView> {
-        self.services.borrow().get(&id).map(slot_view)
+        self.services.borrow().get(id).map(slot_view)
     }
 
     fn views(
@@ -796,7 +822,7 @@ impl crate::api::Host for Shard {
 
     fn remove(&self, id: ServiceId) -> bool {
         // Heap entries of a removed slot are skipped when they surface (no slot, no probe).
-        self.services.borrow_mut().remove(&id).is_some()
+        self.services.borrow_mut().remove(id).is_some()
     }
 }
 

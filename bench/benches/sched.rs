@@ -3,15 +3,15 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use ringwatch::model::ServiceId;
 use ringwatch::sched::{Due, Scheduler};
+use ringwatch::table::SlotId;
 
 fn filled(n: u64, t0: Instant) -> Scheduler {
     let mut s = Scheduler::new();
     for i in 0..n {
         s.push(Due {
             at: t0 + Duration::from_micros(i * 7919 % 60_000_000),
-            service: ServiceId::from_raw(i),
+            slot: SlotId::new(i as u32),
             generation: 0,
         });
     }

@@ -197,8 +197,6 @@ pub(crate) struct Conn {
     /// Bytes read; `rbuf[pos..]` is not yet consumed. Capacity is fixed at creation.
     rbuf: Vec<u8>,
     pos: usize,
-    /// Encoded request.
-    wbuf: Vec<u8>,
     /// Body prefix kept for `expect.body_contains`.
     kept: Vec<u8>,
 }
@@ -209,7 +207,6 @@ impl Conn {
             io,
             rbuf: Vec::with_capacity(max_header_bytes.saturating_add(1).max(MIN_READ_BUF)),
             pos: 0,
-            wbuf: Vec::new(),
             kept: Vec::new(),
         }
     }
@@ -242,14 +239,30 @@ impl Conn {
         res
     }
 
-    async fn write_request(&mut self) -> io::Result<()> {
-        let buf = std::mem::take(&mut self.wbuf);
-        let (res, buf) = match &mut self.io {
-            Io::Plain(s) => s.write_all(buf).await,
-            Io::Tls(s) => Box::pin(s.write_all(buf)).await,
+    async fn write_request(&mut self, request: RequestBuf) -> io::Result<()> {
+        let (res, _) = match &mut self.io {
+            Io::Plain(s) => s.write_all(request).await,
+            Io::Tls(s) => Box::pin(s.write_all(request)).await,
         };
-        self.wbuf = buf;
         res.map(|_| ())
+    }
+}
+
+/// A plan's encoded request as an owned I/O buffer, so the send reads it where it lies instead
+/// of it being copied into a per-connection buffer first (with many targets those buffers are
+/// cold, and the copy was the probe's largest user-space cost after the misses on the plan).
+struct RequestBuf(Rc<Plan>);
+
+// SAFETY: the bytes live in the plan's heap allocation (inline array or boxed slice), which the
+// `Rc` keeps alive and never mutates or moves for as long as this buffer (and so the I/O
+// operation owning it) exists.
+unsafe impl monoio::buf::IoBuf for RequestBuf {
+    fn read_ptr(&self) -> *const u8 {
+        self.0.request.as_slice().as_ptr()
+    }
+
+    fn bytes_init(&self) -> usize {
+        self.0.request.as_slice().len()
     }
 }
 
@@ -363,13 +376,13 @@ impl Prober {
     ///
     /// Plans the probe first; a shard keeps its plans and calls `probe_planned` instead.
     pub async fn probe(&self, spec: &ServiceSpec) -> ProbeReport {
-        let plan = Plan::new(Arc::new(spec.clone()), &self.hosts);
+        let plan = Rc::new(Plan::new(Arc::new(spec.clone()), &self.hosts));
         self.probe_planned(&plan, Instant::now()).await
     }
 
     /// Runs one probe of `plan`'s service that started at `start` (the caller's clock reading,
     /// so one probe reads the clock as few times as it can), applying every expectation.
-    pub async fn probe_planned(&self, plan: &Plan, start: Instant) -> ProbeReport {
+    pub async fn probe_planned(&self, plan: &Rc<Plan>, start: Instant) -> ProbeReport {
         // `Instant + Duration` panics on overflow; an absurd configured timeout must not.
         let deadline = start
             .checked_add(plan.timeout)
@@ -431,7 +444,7 @@ impl Prober {
 
     async fn run(
         &self,
-        plan: &Plan,
+        plan: &Rc<Plan>,
         clock: Clock<'_>,
         report: &mut ProbeReport,
         progress: &mut Progress,
@@ -582,22 +595,23 @@ impl Prober {
     async fn exchange(
         &self,
         conn: &mut Conn,
-        plan: &Plan,
+        plan: &Rc<Plan>,
         clock: Clock<'_>,
         progress: &mut Progress,
     ) -> Result<Exchange, ProbeError> {
-        conn.wbuf.clear();
-        conn.wbuf.extend_from_slice(plan.request.as_slice());
         let max_head = self.limits.max_header_bytes;
         // Not `within`: its argument plus the timeout wrapping it would store the read future
         // twice in every probe task. Each branch builds its future in place.
         const HEAD: &str = "response head";
         clock.phase.set(HEAD);
         let head = match phase_limit(Some(plan.head_timeout), clock) {
-            Some(l) => monoio::time::timeout(l, read_head(conn, max_head, progress))
-                .await
-                .map_err(|_| clock.timeout(HEAD))?,
-            None => read_head(conn, max_head, progress).await,
+            Some(l) => monoio::time::timeout(
+                l,
+                read_head(conn, RequestBuf(plan.clone()), max_head, progress),
+            )
+            .await
+            .map_err(|_| clock.timeout(HEAD))?,
+            None => read_head(conn, RequestBuf(plan.clone()), max_head, progress).await,
         }?;
         progress.status = Some(head.status);
         let framing = Framing::of(&head, plan.method);
@@ -626,10 +640,11 @@ impl Prober {
 /// Writes the request and reads up to the final (non-1xx) response head.
 async fn read_head(
     conn: &mut Conn,
+    request: RequestBuf,
     max_head: usize,
     progress: &mut Progress,
 ) -> Result<ResponseHead, ProbeError> {
-    conn.write_request()
+    conn.write_request(request)
         .await
         .map_err(|e| io_error("sending request", &e))?;
     loop {

@@ -144,7 +144,7 @@ pub struct SqliteStore {
     /// `insert_results_sql(RESULT_CHUNK)`, built once (it is the prepared-statement cache key).
     insert_chunk: String,
     /// Reused between batches: indexes of the batch's results in key order.
-    order: Vec<usize>,
+    order: Vec<(u64, i64, usize)>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -602,14 +602,18 @@ impl SqliteStore {
 
     /// `append` with the batch's results in `order`: one transaction, results in chunks of
     /// `RESULT_CHUNK` rows per statement, then the transitions.
-    fn append_sorted(&mut self, batch: &[Record], order: &[usize]) -> rusqlite::Result<()> {
+    fn append_sorted(
+        &mut self,
+        batch: &[Record],
+        order: &[(u64, i64, usize)],
+    ) -> rusqlite::Result<()> {
         // IMMEDIATE takes the write lock up front, so a busy database fails (and is retried)
         // before any work rather than at commit.
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
-            let results = order.iter().filter_map(|i| match batch.get(*i) {
+            let results = order.iter().filter_map(|(_, _, i)| match batch.get(*i) {
                 Some(Record::Result(r)) => Some(r),
                 _ => None,
             });
@@ -746,8 +750,9 @@ impl Store for SqliteStore {
         // Results go in in key order: consecutive inserts then walk the unique index
         // (service_id, scheduled_at) left to right, reusing the pages the previous insert
         // loaded, instead of descending to a random leaf each time (measured: ~30% less CPU
-        // per row at 60,000 services). The sort is stable, so of two rows with the same key
-        // the first in the batch still wins.
+        // per row at 60,000 services). The batch position breaks ties, so of two rows with the
+        // same key the first in the batch still wins. Keys are sorted by value, not through
+        // the records: comparing in place is several times cheaper than chasing each index.
         let mut order = std::mem::take(&mut self.order);
         order.clear();
         for (i, rec) in batch.iter().enumerate() {
@@ -761,13 +766,10 @@ impl Store for SqliteStore {
                     );
                     continue;
                 }
-                order.push(i);
+                order.push((r.service_id.get(), r.scheduled_at.0, i));
             }
         }
-        order.sort_by_key(|i| match batch.get(*i) {
-            Some(Record::Result(r)) => (r.service_id.get(), r.scheduled_at.0),
-            _ => (0, 0),
-        });
+        order.sort_unstable();
         let res = self.append_sorted(batch, &order);
         self.order = order;
         res.map_err(io("append"))

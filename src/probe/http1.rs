@@ -114,9 +114,17 @@ pub struct ResponseHead {
 /// Parses a response head from the start of `buf`. `Ok(None)` means "need more bytes";
 /// `Ok(Some((head, n)))` consumed `n` bytes. Heads larger than `max` are refused.
 pub fn parse_head(buf: &[u8], max: usize) -> Result<Option<(ResponseHead, usize)>, HttpError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let n = match resp.parse(buf) {
+    // Left uninitialised: zeroing 100 header slots (3.2 KB) per response cost more than parsing
+    // a typical head.
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    );
+    let n = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() >= max {

@@ -419,6 +419,13 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_is_24_bytes() {
+        // One entry per service lives in the wheel: architecture.md and the per-service memory
+        // figures in perf.md count on this size.
+        assert_eq!(std::mem::size_of::<Due>(), 24);
+    }
+
+    #[test]
     fn pops_in_time_order_and_only_when_due() {
         let t0 = Instant::now();
         let mut s = Scheduler::new();

@@ -164,7 +164,7 @@ impl Shard {
                     // is what lets `start_due` skip reading the definition.
                     if !slot.spec().paused {
                         sched.push(Due {
-                            at: sched::first_run(now, slot.plan.interval),
+                            at: sched::first_run(now, slot.plan.interval.get()),
                             slot: at,
                             generation: slot.generation,
                         });
@@ -298,7 +298,7 @@ impl Shard {
             }
             debug_assert!(!slot.spec().paused);
             let (next, skipped) =
-                sched::next_run(due.at, now, slot.plan.interval, slot.plan.jitter);
+                sched::next_run(due.at, now, slot.plan.interval.get(), slot.plan.jitter);
             self.sched.borrow_mut().push(Due { at: next, ..due });
             if skipped > 0 {
                 self.stats.borrow_mut().skip(Skip::Behind, skipped);

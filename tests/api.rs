@@ -259,6 +259,69 @@ fn services_lifecycle_conflicts_pause_delete_and_restart() {
     assert_eq!(rw.terminate().code(), Some(0));
 }
 
+/// A service deleted while its probe runs frees its slot in the shard's table, and the next
+/// service created takes it over; the late result of the old probe must not move the new
+/// service's state (the shard checks the service id, not only the slot).
+#[test]
+fn a_probe_finishing_after_its_service_was_replaced_leaves_the_newcomer_alone() {
+    let target = Target::start();
+    target
+        .status
+        .store(500, std::sync::atomic::Ordering::Relaxed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One shard, so both services live in the same table.
+    let rw = start(dir.path(), 1, "", "");
+    let a = rw.addr;
+    let old = json!({"name": "old", "url": target.url("/slow"), "interval": "2s",
+        "timeout": "1900ms", "success_threshold": 1, "failure_threshold": 1});
+    assert_eq!(post(a, "/api/v1/services", &old).status, 201);
+    assert!(
+        eventually(Duration::from_secs(4), || target.received("/slow") > 0),
+        "old service never probed"
+    );
+    // Its probe is now waiting on the slow answer: replace the service meanwhile.
+    assert_eq!(
+        req(a, "DELETE", "/api/v1/services/old", &[], "").status,
+        204
+    );
+    let new = json!({"name": "new", "url": target.url("/switch"), "interval": "1s",
+        "timeout": "500ms", "success_threshold": 1, "failure_threshold": 1});
+    assert_eq!(post(a, "/api/v1/services", &new).status, 201);
+    assert!(
+        eventually(Duration::from_secs(5), || target.served("/slow") > 0),
+        "the slow answer never completed"
+    );
+    // The old probe's 200 has been applied (or ignored) by now; the newcomer only ever saw 500s.
+    assert!(
+        eventually(Duration::from_secs(4), || {
+            let t = get(a, "/api/v1/services/new/transitions").json();
+            t["items"].as_array().is_some_and(|i| !i.is_empty())
+        }),
+        "the new service never changed state"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // Neither service may ever have been up: the old one's only result arrived after it was
+    // deleted, the new one only ever got 500s. So every transition, of either, is the new
+    // one's single unknown -> down.
+    let t = get(a, "/api/v1/transitions").json();
+    let seen: Vec<(String, String, String)> = t["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            let f = |k: &str| i[k].as_str().unwrap_or("").to_string();
+            (f("service"), f("from"), f("to"))
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("new".to_string(), "unknown".to_string(), "down".to_string())],
+        "transitions"
+    );
+    assert_eq!(get(a, "/api/v1/services/new").json()["status"], "down");
+    assert_eq!(rw.terminate().code(), Some(0));
+}
+
 #[test]
 fn history_pages_stay_correct_while_results_are_appended() {
     let target = Target::start();

@@ -385,7 +385,7 @@ impl Prober {
     pub async fn probe_planned(&self, plan: &Rc<Plan>, start: Instant) -> ProbeReport {
         // `Instant + Duration` panics on overflow; an absurd configured timeout must not.
         let deadline = start
-            .checked_add(plan.timeout)
+            .checked_add(plan.timeout.get())
             .or_else(|| start.checked_add(Duration::from_secs(86_400)))
             .unwrap_or(start);
         let phase = Cell::new("dns");
@@ -604,7 +604,7 @@ impl Prober {
         // twice in every probe task. Each branch builds its future in place.
         const HEAD: &str = "response head";
         clock.phase.set(HEAD);
-        let head = match phase_limit(Some(plan.head_timeout), clock) {
+        let head = match phase_limit(Some(plan.head_timeout.get()), clock) {
             Some(l) => monoio::time::timeout(
                 l,
                 read_head(conn, RequestBuf(plan.clone()), max_head, progress),
@@ -617,7 +617,7 @@ impl Prober {
         let framing = Framing::of(&head, plan.method);
         // No phase limit of its own: the whole-probe timer covers the body.
         clock.phase.set("body");
-        let keep = plan.keep.unwrap_or(0);
+        let keep = plan.keep.map_or(0, |k| k as usize);
         let complete = read_body(conn, framing, max_head, keep, progress).await?;
         // The spec is read only when there is a needle to look for.
         let body_ok = plan.keep.is_none()
@@ -770,7 +770,11 @@ fn expectations(plan: &Plan, report: &ProbeReport, body_ok: bool) -> Result<(), 
             needle: plan.spec.expect.body_contains.clone().unwrap_or_default(),
         });
     }
-    if let Some(max) = plan.max_latency {
+    if let Some(max) = plan
+        .latency_bound
+        .then_some(plan.spec.expect.max_latency)
+        .flatten()
+    {
         if report.timings.total > max {
             return Err(ProbeError::Latency {
                 got_ms: u64::try_from(report.timings.total.as_millis()).unwrap_or(u64::MAX),

@@ -7,6 +7,11 @@
 //! key). A `Plan` packs the fields a probe and the state machine read into one allocation next
 //! to the encoded request, so the common path touches a few lines and allocates nothing.
 //! The definition stays reachable (`Plan::spec`) for the cold paths: dialling, TLS, messages.
+//!
+//! A plan is kept per service, so its size is part of the per-service memory budget (perf.md):
+//! durations are stored as 8-byte `Nanos`, the host as a thin pointer, rare expectations as
+//! flags that send the probe to the spec, so that a plan with its inline request fills exactly
+//! one 256-byte allocation (a test holds it there).
 
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
@@ -24,7 +29,7 @@ use super::http1;
 
 /// Requests up to this many bytes are stored inside the plan itself, next to the fields the
 /// probe reads, instead of in an allocation of their own (one cache miss fewer per probe).
-const INLINE_REQUEST: usize = 160;
+const INLINE_REQUEST: usize = 128;
 
 /// Interned hosts kept at most; past it, entries no plan uses any more are dropped, and a host
 /// that still does not fit gets a private copy (correct, just not shared).
@@ -32,37 +37,37 @@ const MAX_INTERNED_HOSTS: usize = 65_536;
 
 /// A host name as the connection pool keys it: hashed once, compared by pointer first (plans
 /// of one shard share one interned copy per host, so equal hosts are almost always the same
-/// allocation and the comparison never reads the string).
+/// allocation and the comparison never reads the string). One pointer wide.
 #[derive(Clone, Debug)]
-pub struct HostKey {
+pub struct HostKey(Rc<HostName>);
+
+#[derive(Debug)]
+struct HostName {
     hash: u64,
-    name: Rc<str>,
+    name: Box<str>,
 }
 
 impl HostKey {
     /// A key for `name` (not interned; see `Hosts` for the shared form).
     pub fn new(name: &str) -> Self {
-        HostKey::from_rc(Rc::from(name))
-    }
-
-    fn from_rc(name: Rc<str>) -> Self {
         let mut h = FxHasher::default();
         name.hash(&mut h);
-        HostKey {
+        HostKey(Rc::new(HostName {
             hash: h.finish(),
-            name,
-        }
+            name: name.into(),
+        }))
     }
 
     /// The host name.
     pub fn as_str(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 }
 
 impl PartialEq for HostKey {
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && (Rc::ptr_eq(&self.name, &other.name) || self.name == other.name)
+        Rc::ptr_eq(&self.0, &other.0)
+            || (self.0.hash == other.0.hash && self.0.name == other.0.name)
     }
 }
 
@@ -70,14 +75,14 @@ impl Eq for HostKey {}
 
 impl Hash for HostKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
+        state.write_u64(self.0.hash);
     }
 }
 
 /// One shard's interned host names (single-threaded, like the prober that owns it).
 #[derive(Default)]
 pub(crate) struct Hosts {
-    names: RefCell<HashMap<Rc<str>, HostKey>>,
+    names: RefCell<HashMap<Box<str>, HostKey>>,
 }
 
 impl Hosts {
@@ -88,14 +93,14 @@ impl Hosts {
             return k.clone();
         }
         if names.len() >= MAX_INTERNED_HOSTS {
-            // Only the table holds these (the key's Rc plus the map key's): no plan uses them.
-            names.retain(|_, k| Rc::strong_count(&k.name) > 2);
+            // Only the table holds these: no plan or pooled connection uses them any more.
+            names.retain(|_, k| Rc::strong_count(&k.0) > 1);
             if names.len() >= MAX_INTERNED_HOSTS {
                 return HostKey::new(name);
             }
         }
         let key = HostKey::new(name);
-        names.insert(key.name.clone(), key.clone());
+        names.insert(name.into(), key.clone());
         key
     }
 
@@ -141,6 +146,22 @@ impl Request {
     }
 }
 
+/// A duration in 8 bytes (nanoseconds, saturating past 584 years) instead of `Duration`'s 16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nanos(u64);
+
+impl Nanos {
+    /// `d`, saturated.
+    pub fn new(d: Duration) -> Self {
+        Nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Back to a `Duration`.
+    pub fn get(self) -> Duration {
+        Duration::from_nanos(self.0)
+    }
+}
+
 /// What a probe of one service needs on every run, prepared once per definition.
 #[derive(Debug)]
 pub struct Plan {
@@ -149,7 +170,7 @@ pub struct Plan {
     /// Copied from the spec so the state machine need not read it.
     pub id: ServiceId,
     /// Time between probe starts.
-    pub interval: Duration,
+    pub interval: Nanos,
     /// Fraction of the interval used as +- jitter.
     pub jitter: f64,
     /// Consecutive failures before DOWN.
@@ -157,16 +178,16 @@ pub struct Plan {
     /// Consecutive successes before UP.
     pub success_threshold: NonZeroU32,
     /// Whole-probe deadline.
-    pub(crate) timeout: Duration,
+    pub(crate) timeout: Nanos,
     /// Limit from request written to the end of the response head.
-    pub(crate) head_timeout: Duration,
+    pub(crate) head_timeout: Nanos,
     /// Body bytes kept for `expect.body_contains`; None when there is no needle.
-    pub(crate) keep: Option<usize>,
+    pub(crate) keep: Option<u32>,
     /// The accepted status range when there is exactly one (the usual case); otherwise the
     /// spec's ranges are consulted.
     pub(crate) status: Option<(u16, u16)>,
-    /// `expect.max_latency`.
-    pub(crate) max_latency: Option<Duration>,
+    /// The spec has `expect.max_latency` (read from the spec only then).
+    pub(crate) latency_bound: bool,
     /// The target's address when its host is an IP literal (no resolver, no cache lookup).
     pub(crate) literal: Option<IpAddr>,
     /// Pool key part: the host, interned.
@@ -194,19 +215,19 @@ impl Plan {
             .unwrap_or(host);
         Plan {
             id: spec.id,
-            interval: spec.interval,
+            interval: Nanos::new(spec.interval),
             jitter: spec.jitter,
             failure_threshold: spec.failure_threshold,
             success_threshold: spec.success_threshold,
-            timeout: spec.timeout,
-            head_timeout: spec.phase_timeouts.head,
+            timeout: Nanos::new(spec.timeout),
+            head_timeout: Nanos::new(spec.phase_timeouts.head),
             keep: spec
                 .expect
                 .body_contains
                 .is_some()
-                .then_some(spec.max_body_bytes),
+                .then(|| u32::try_from(spec.max_body_bytes).unwrap_or(u32::MAX)),
             status: (ranges.len() == 1).then(|| ranges[0]),
-            max_latency: spec.expect.max_latency,
+            latency_bound: spec.expect.max_latency.is_some(),
             literal: bare.parse().ok(),
             host: hosts.intern(host),
             method: spec.method,
@@ -242,7 +263,7 @@ mod tests {
         let hosts = Hosts::default();
         let a = Plan::new(spec("http://example.test:8080/a"), &hosts);
         let b = Plan::new(spec("http://example.test:8080/b"), &hosts);
-        assert!(Rc::ptr_eq(&a.host.name, &b.host.name));
+        assert!(Rc::ptr_eq(&a.host.0, &b.host.0));
         assert_eq!(a.host, HostKey::new("example.test"));
         assert_ne!(a.host, HostKey::new("other.test"));
         assert_eq!(hosts.len(), 1);
@@ -291,6 +312,25 @@ mod tests {
         let again = hosts.intern("new.test");
         assert!(hosts.len() < MAX_INTERNED_HOSTS);
         assert_eq!(again.as_str(), "new.test");
-        assert!(Rc::ptr_eq(&hosts.intern("kept.test").name, &kept.name));
+        assert!(Rc::ptr_eq(&hosts.intern("kept.test").0, &kept.0));
+    }
+
+    #[test]
+    fn a_plan_fills_one_256_byte_allocation() {
+        // Plans are per service: perf.md's memory per service counts on this (an `Rc` adds a
+        // 16-byte header; 256 is one of the allocator's size classes).
+        assert!(
+            std::mem::size_of::<Plan>() + 16 <= 256,
+            "{}",
+            std::mem::size_of::<Plan>()
+        );
+        assert_eq!(
+            Nanos::new(Duration::from_millis(1500)).get(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            Nanos::new(Duration::MAX).get(),
+            Duration::from_nanos(u64::MAX)
+        );
     }
 }

@@ -12,13 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A local HTTP/1.1 keep-alive server with behaviours chosen by path:
-/// `/hang` never answers, `/switch` answers with the settable `status`, anything else 200 "ok".
-/// It counts completed responses per path and accepted connections.
+/// `/hang` never answers, `/slow` answers 200 after 1.5 s, `/switch` answers with the settable
+/// `status`, anything else 200 "ok". It counts requests received and responses completed per
+/// path, and accepted connections.
 pub struct Target {
     pub addr: SocketAddr,
     pub status: Arc<AtomicU16>,
     pub connections: Arc<AtomicU64>,
     served: Arc<Mutex<HashMap<String, u64>>>,
+    received: Arc<Mutex<HashMap<String, u64>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -31,12 +33,14 @@ impl Target {
             status: Arc::new(AtomicU16::new(200)),
             connections: Arc::new(AtomicU64::new(0)),
             served: Arc::new(Mutex::new(HashMap::new())),
+            received: Arc::new(Mutex::new(HashMap::new())),
             stop: Arc::new(AtomicBool::new(false)),
         };
-        let (status, conns, served, stop) = (
+        let (status, conns, served, received, stop) = (
             t.status.clone(),
             t.connections.clone(),
             t.served.clone(),
+            t.received.clone(),
             t.stop.clone(),
         );
         std::thread::spawn(move || {
@@ -46,8 +50,8 @@ impl Target {
                 }
                 let Ok(stream) = stream else { continue };
                 conns.fetch_add(1, Ordering::Relaxed);
-                let (status, served) = (status.clone(), served.clone());
-                std::thread::spawn(move || serve_conn(stream, status, served));
+                let (status, served, received) = (status.clone(), served.clone(), received.clone());
+                std::thread::spawn(move || serve_conn(stream, status, served, received));
             }
         });
         t
@@ -60,6 +64,11 @@ impl Target {
     /// Responses completed for `path`.
     pub fn served(&self, path: &str) -> u64 {
         *self.served.lock().expect("lock").get(path).unwrap_or(&0)
+    }
+
+    /// Requests received (head read) for `path`, answered or not.
+    pub fn received(&self, path: &str) -> u64 {
+        *self.received.lock().expect("lock").get(path).unwrap_or(&0)
     }
 
     /// Responses completed for every path starting with `prefix`.
@@ -90,6 +99,7 @@ fn serve_conn(
     mut stream: TcpStream,
     status: Arc<AtomicU16>,
     served: Arc<Mutex<HashMap<String, u64>>>,
+    received: Arc<Mutex<HashMap<String, u64>>>,
 ) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -113,6 +123,14 @@ fn serve_conn(
             .next()
             .unwrap_or("/")
             .to_string();
+        *received
+            .lock()
+            .expect("lock")
+            .entry(path.clone())
+            .or_insert(0) += 1;
+        if path == "/slow" {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
         if path == "/hang" {
             std::thread::sleep(Duration::from_secs(30));
             return;

@@ -111,7 +111,7 @@ impl ResolverHandle {
 }
 
 /// Parses an IP literal (IPv6 with or without brackets).
-fn literal(host: &str, port: u16) -> Option<SocketAddr> {
+pub(crate) fn literal(host: &str, port: u16) -> Option<SocketAddr> {
     let bare = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))

@@ -153,7 +153,8 @@ impl Shard {
         let now = Instant::now();
         let mut services = self.services.borrow_mut();
         let mut sched = self.sched.borrow_mut();
-        match services.slot_of(spec.id).zip(services.get_mut(spec.id)) {
+        let existing = services.slot_of(spec.id);
+        match existing.and_then(|at| Some((at, services.at_mut(at)?))) {
             Some((at, slot)) => {
                 let replan =
                     slot.spec().interval != spec.interval || slot.spec().paused != spec.paused;

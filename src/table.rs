@@ -87,12 +87,6 @@ impl<V> Table<V> {
         self.at(self.slot_of(id)?)
     }
 
-    /// The entry of `id`, mutably.
-    pub fn get_mut(&mut self, id: ServiceId) -> Option<&mut V> {
-        let at = self.slot_of(id)?;
-        self.at_mut(at)
-    }
-
     /// Whatever occupies `at` now (maybe not the service it was handed out for).
     pub fn at(&self, at: SlotId) -> Option<&V> {
         self.slots.get(at.index())?.as_ref()
@@ -170,7 +164,7 @@ mod tests {
         // Replacing keeps the slot.
         assert_eq!(t.insert(id("a"), 10), a);
         assert_eq!(t.at(a), Some(&10));
-        if let Some(v) = t.get_mut(id("b")) {
+        if let Some(v) = t.slot_of(id("b")).and_then(|at| t.at_mut(at)) {
             *v += 1;
         }
         assert_eq!(t.at_mut(b).copied(), Some(3));

@@ -770,9 +770,10 @@ fn expectations(plan: &Plan, report: &ProbeReport, body_ok: bool) -> Result<(), 
             needle: plan.spec.expect.body_contains.clone().unwrap_or_default(),
         });
     }
+    // `then`, not `then_some`: the spec is read only when the plan says there is a bound.
     if let Some(max) = plan
         .latency_bound
-        .then_some(plan.spec.expect.max_latency)
+        .then(|| plan.spec.expect.max_latency)
         .flatten()
     {
         if report.timings.total > max {

@@ -209,10 +209,6 @@ impl Plan {
         http1::encode_request(&spec, &mut request);
         let ranges = &spec.expect.status.0;
         let host = spec.target.host.as_str();
-        let bare = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
         Plan {
             id: spec.id,
             interval: Nanos::new(spec.interval),
@@ -228,7 +224,7 @@ impl Plan {
                 .then(|| u32::try_from(spec.max_body_bytes).unwrap_or(u32::MAX)),
             status: (ranges.len() == 1).then(|| ranges[0]),
             latency_bound: spec.expect.max_latency.is_some(),
-            literal: bare.parse().ok(),
+            literal: crate::dns::literal(host, spec.target.port).map(|a| a.ip()),
             host: hosts.intern(host),
             method: spec.method,
             scheme: spec.target.scheme,

@@ -98,13 +98,8 @@ impl<C> Pool<C> {
         if self.total >= self.max_total {
             self.evict_oldest();
         }
-        // Look up by reference first: the key is cloned only for a target seen anew.
-        if !self.idle.contains_key(key) {
-            self.idle.insert(key.clone(), VecDeque::new());
-        }
-        let Some(queue) = self.idle.get_mut(key) else {
-            return;
-        };
+        // Cloning a key costs an address copy and a reference count (the host is interned).
+        let queue = self.idle.entry(key.clone()).or_default();
         if queue.len() >= self.max_per_target {
             queue.pop_front();
             self.total -= 1;

@@ -14,24 +14,7 @@ use subtle::ConstantTimeEq;
 use crate::config::{AuthConfig, JwtConfig};
 use crate::http::{Request, Response};
 
-/// What a token may do; `Write` includes `Read`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Scope {
-    /// GET routes.
-    Read,
-    /// Routes that change services.
-    Write,
-}
-
-impl Scope {
-    /// Lower-case name, as in the config file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Read => "read",
-            Scope::Write => "write",
-        }
-    }
-}
+pub use crate::config::Scope;
 
 /// Why a request was not let through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -23,26 +23,7 @@ pub enum DnsError {
     Overloaded,
 }
 
-/// Resolver settings.
-#[derive(Debug, Clone, Copy)]
-pub struct ResolverConfig {
-    /// Resolver threads (a slow lookup occupies one). Zero means only IP literals resolve.
-    pub threads: usize,
-    /// Pending lookups accepted before `Overloaded`.
-    pub queue: usize,
-    /// How long a successful answer is cached.
-    pub ttl: Duration,
-}
-
-impl Default for ResolverConfig {
-    fn default() -> Self {
-        ResolverConfig {
-            threads: 2,
-            queue: 1024,
-            ttl: Duration::from_secs(60),
-        }
-    }
-}
+pub use crate::config::ResolverConfig;
 
 /// One queued lookup and where to send its answer.
 struct Job {

@@ -218,7 +218,7 @@ impl Shard {
         for spec in specs {
             match self.services.borrow().get(spec.id) {
                 None => added += 1,
-                Some(old) if !same_definition(old.spec(), &spec) => changed += 1,
+                Some(old) if **old.spec() != *spec => changed += 1,
                 Some(_) => {}
             }
             self.upsert(spec);
@@ -298,8 +298,12 @@ impl Shard {
                 return;
             }
             debug_assert!(!slot.spec().paused);
-            let (next, skipped) =
-                sched::next_run(due.at, now, slot.plan.interval.get(), slot.plan.jitter);
+            let (next, skipped) = sched::next_run(
+                due.at,
+                now,
+                slot.plan.interval.get(),
+                f64::from(slot.plan.jitter),
+            );
             self.sched.borrow_mut().push(Due { at: next, ..due });
             if skipped > 0 {
                 self.stats.borrow_mut().skip(Skip::Behind, skipped);
@@ -716,24 +720,6 @@ pub(crate) async fn gather<T>(pending: Vec<Pending<T>>, wait: Duration) -> Vec<O
         });
     }
     out
-}
-
-/// True when two definitions probe the same way (TLS settings aside).
-fn same_definition(a: &ServiceSpec, b: &ServiceSpec) -> bool {
-    a.url == b.url
-        && a.method == b.method
-        && a.headers == b.headers
-        && a.body == b.body
-        && a.interval == b.interval
-        && a.timeout == b.timeout
-        && a.phase_timeouts == b.phase_timeouts
-        && a.jitter == b.jitter
-        && a.tags == b.tags
-        && a.expect == b.expect
-        && a.failure_threshold == b.failure_threshold
-        && a.success_threshold == b.success_threshold
-        && a.paused == b.paused
-        && a.max_body_bytes == b.max_body_bytes
 }
 
 impl http::Handler for Shard {

@@ -231,9 +231,9 @@ proptest! {
             Ok(s) => s,
             Err(e) => return Err(TestCaseError::fail(format!("{v}: {e}"))),
         };
-        let out: Value = serde_json::from_str(&ringwatch::store::sqlite::spec_json(&spec)).unwrap();
+        let out: Value = serde_json::from_str(&spec.definition_json().to_string()).unwrap();
         let again = api_service(&out, &d).map_err(|e| TestCaseError::fail(format!("{out}: {e}")))?;
-        prop_assert_eq!(ringwatch::store::sqlite::spec_json(&again), ringwatch::store::sqlite::spec_json(&spec));
+        prop_assert_eq!(again.definition_json().to_string(), spec.definition_json().to_string());
         prop_assert_eq!(&out["name"], &v["name"]);
         prop_assert_eq!(&out["url"], &v["url"]);
         prop_assert_eq!(&out["tags"], &v["tags"]);

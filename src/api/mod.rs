@@ -88,11 +88,10 @@ pub struct ServiceView {
 impl ServiceView {
     /// The service object (`name, url, ...`) plus `id, source, paused, status, status_since`.
     pub fn to_json(&self) -> Value {
-        let mut obj =
-            match serde_json::from_str::<Value>(&crate::store::sqlite::spec_json(&self.spec)) {
-                Ok(Value::Object(m)) => m,
-                _ => Map::new(),
-            };
+        let mut obj = match self.spec.definition_json() {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
         obj.insert("id".into(), self.spec.id.to_string().into());
         obj.insert("source".into(), self.spec.source.as_str().into());
         obj.insert("paused".into(), self.spec.paused.into());

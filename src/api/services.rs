@@ -138,9 +138,7 @@ pub async fn apply<H: Host>(host: &H, op: Op) -> Reply {
             if cur.spec.source == Source::Config {
                 return Err(config_owned(&cur.spec));
             }
-            let mut merged: Value =
-                serde_json::from_str(&crate::store::sqlite::spec_json(&cur.spec))
-                    .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+            let mut merged = cur.spec.definition_json();
             merge_patch(&mut merged, &patch);
             if merged.get("name").and_then(|n| n.as_str()) != Some(cur.spec.name.as_str()) {
                 return Err(ApiError::field(

@@ -59,20 +59,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(total_ms))
 }
 
-/// Formats a duration the way the config accepts it (largest exact unit), for messages.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0s".to_string();
-    }
-    for (unit, scale) in UNITS.iter().rev() {
-        let scale = u128::from(*scale);
-        if ms % scale == 0 {
-            return format!("{}{unit}", ms / scale);
-        }
-    }
-    format!("{ms}ms")
-}
+pub use crate::model::format_duration;
 
 #[cfg(test)]
 mod tests {

@@ -20,9 +20,7 @@ pub use url::parse_url;
 pub use validate::parse_status_ranges;
 pub use validate::ServiceDefaults;
 
-use crate::dns::ResolverConfig;
 use crate::model::ServiceSpec;
-use crate::probe::ProbeLimits;
 
 /// A configuration problem, with the dotted path of the key at fault.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -40,6 +38,73 @@ fn render(key: &str, message: &str) -> String {
         message.to_string()
     } else {
         format!("{key}: {message}")
+    }
+}
+
+/// What a token may do; `Write` includes `Read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// GET routes.
+    Read,
+    /// Routes that change services.
+    Write,
+}
+
+impl Scope {
+    /// Lower-case name, as in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+        }
+    }
+}
+
+/// Resolver settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ResolverConfig {
+    /// Resolver threads (a slow lookup occupies one). Zero means only IP literals resolve.
+    pub threads: usize,
+    /// Pending lookups accepted before `Overloaded`.
+    pub queue: usize,
+    /// How long a successful answer is cached.
+    pub ttl: Duration,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        ResolverConfig {
+            threads: 2,
+            queue: 1024,
+            ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Bounds on what a prober keeps and reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeLimits {
+    /// Largest response head accepted.
+    pub max_header_bytes: usize,
+    /// Idle keep-alive connections kept per target.
+    pub max_idle_per_target: usize,
+    /// Idle keep-alive connections kept per shard.
+    pub max_idle_total: usize,
+    /// An idle connection older than this is closed instead of reused.
+    pub idle_timeout: Duration,
+    /// Probes a shard runs at once; beyond it due probes wait (and their lag shows it).
+    pub max_inflight: usize,
+}
+
+impl Default for ProbeLimits {
+    fn default() -> Self {
+        ProbeLimits {
+            max_header_bytes: 16 * 1024,
+            max_idle_per_target: 4,
+            max_idle_total: 4096,
+            idle_timeout: Duration::from_secs(30),
+            max_inflight: 4096,
+        }
     }
 }
 
@@ -121,7 +186,7 @@ pub struct TokenConfig {
     /// The secret (never logged: `Debug` hides it).
     pub token: String,
     /// What it may do.
-    pub scope: crate::auth::Scope,
+    pub scope: Scope,
 }
 
 impl std::fmt::Debug for TokenConfig {
@@ -143,7 +208,7 @@ pub struct JwtConfig {
     /// Required `aud` (string or one of an array), when set.
     pub audience: Option<String>,
     /// Scope of a token without a `scope` claim.
-    pub default_scope: crate::auth::Scope,
+    pub default_scope: Scope,
 }
 
 impl std::fmt::Debug for JwtConfig {

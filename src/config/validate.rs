@@ -17,14 +17,13 @@ use super::raw::{RawConfig, RawDefaults, RawService, RawTimeouts};
 use super::url::parse_url;
 use super::{
     AuthConfig, Config, ConfigError, DriverChoice, HttpLimits, JwtConfig, LogConfig, LogFormat,
-    ServerConfig, ServerTls, StorageConfig, StorageKind, TokenConfig,
+    ProbeLimits, ResolverConfig, Scope, ServerConfig, ServerTls, StorageConfig, StorageKind,
+    TokenConfig,
 };
-use crate::auth::Scope;
-use crate::dns::ResolverConfig;
 use crate::model::{
     Expect, Method, PhaseTimeouts, Scheme, ServiceId, ServiceSpec, Source, StatusRanges,
+    TlsSettings,
 };
-use crate::probe::ProbeLimits;
 
 /// Default address: loopback only, so a fresh install is not exposed.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -799,9 +798,22 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// TLS configs already built in this parse, by (CA file, insecure): thousands of https services
-/// usually share one, and each build copies the whole root store.
-pub(super) type TlsCache = HashMap<(Option<PathBuf>, bool), Arc<rustls::ClientConfig>>;
+/// CA files already checked in this parse: thousands of https services usually share one.
+pub(super) type TlsCache = HashMap<PathBuf, ()>;
+
+/// Checks that a CA file holds at least one PEM certificate, so `ringwatch check` names the key
+/// of a bad file; the prober builds its TLS client config from the same file later.
+fn check_ca_file(path: &Path) -> std::result::Result<(), String> {
+    let pem =
+        std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("CA file {}: invalid PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("CA file {}: no certificate found", path.display()));
+    }
+    Ok(())
+}
 
 /// Validates one service; `prefix` starts every key (`services[3].` in the file, empty for an
 /// API body).
@@ -979,17 +991,16 @@ pub(super) fn service(
         (Scheme::Https, t) => {
             let t = t.unwrap_or_default();
             let ca = t.ca_file.as_deref().map(|p| resolve(base, p.trim()));
-            let insecure = t.insecure_skip_verify.unwrap_or(false);
-            let cfg = match tls_cache.get(&(ca.clone(), insecure)) {
-                Some(cfg) => cfg.clone(),
-                None => {
-                    let cfg = crate::probe::tls::client_config(ca.as_deref(), insecure)
-                        .or_else(|e| err(k("tls.ca_file"), e.to_string()))?;
-                    tls_cache.insert((ca, insecure), cfg.clone());
-                    cfg
+            if let Some(ca) = &ca {
+                if !tls_cache.contains_key(ca) {
+                    check_ca_file(ca).or_else(|e| err(k("tls.ca_file"), e))?;
+                    tls_cache.insert(ca.clone(), ());
                 }
-            };
-            Some(cfg)
+            }
+            Some(TlsSettings {
+                ca_file: ca,
+                insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
+            })
         }
     };
 

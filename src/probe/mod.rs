@@ -44,7 +44,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::dns::{DnsError, ResolverHandle};
-use crate::model::{ErrorKind, Scheme, ServiceSpec, Timings};
+use crate::model::{ErrorKind, ServiceSpec, Timings};
 
 use self::http1::{BodyDecoder, Framing, ResponseHead};
 use self::plan::{Hosts, Plan};
@@ -140,32 +140,7 @@ pub struct ProbeReport {
     pub error: Option<ProbeError>,
 }
 
-/// Bounds on what a prober keeps and reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeLimits {
-    /// Largest response head accepted.
-    pub max_header_bytes: usize,
-    /// Idle keep-alive connections kept per target.
-    pub max_idle_per_target: usize,
-    /// Idle keep-alive connections kept per shard.
-    pub max_idle_total: usize,
-    /// An idle connection older than this is closed instead of reused.
-    pub idle_timeout: Duration,
-    /// Probes a shard runs at once; beyond it due probes wait (and their lag shows it).
-    pub max_inflight: usize,
-}
-
-impl Default for ProbeLimits {
-    fn default() -> Self {
-        ProbeLimits {
-            max_header_bytes: 16 * 1024,
-            max_idle_per_target: 4,
-            max_idle_total: 4096,
-            idle_timeout: Duration::from_secs(30),
-            max_inflight: 4096,
-        }
-    }
-}
+pub use crate::config::ProbeLimits;
 
 /// Counters a prober keeps; read by the shard's stats.
 #[derive(Debug, Clone, Copy, Default)]
@@ -345,6 +320,8 @@ pub struct Prober {
     dns_cache: RefCell<HashMap<String, (IpAddr, Instant)>>,
     /// Host names shared by this shard's plans (and so by its pool keys).
     hosts: Hosts,
+    /// TLS client configs built from definitions' settings, shared by this shard's plans.
+    tls: tls::Configs,
     opened: Cell<u64>,
     reused: Cell<u64>,
 }
@@ -362,6 +339,7 @@ impl Prober {
             )),
             dns_cache: RefCell::new(HashMap::default()),
             hosts: Hosts::default(),
+            tls: tls::Configs::default(),
             opened: Cell::new(0),
             reused: Cell::new(0),
         }
@@ -369,14 +347,15 @@ impl Prober {
 
     /// Prepares the plan a shard keeps for `spec` (one per definition, reused by every probe).
     pub fn plan(&self, spec: Arc<ServiceSpec>) -> Rc<Plan> {
-        Rc::new(Plan::new(spec, &self.hosts))
+        let tls = self.tls.for_spec(&spec);
+        Rc::new(Plan::new(spec, &self.hosts, tls))
     }
 
     /// Runs one probe of `spec`, applying every expectation. Never panics on peer input.
     ///
     /// Plans the probe first; a shard keeps its plans and calls `probe_planned` instead.
     pub async fn probe(&self, spec: &ServiceSpec) -> ProbeReport {
-        let plan = Rc::new(Plan::new(Arc::new(spec.clone()), &self.hosts));
+        let plan = self.plan(Arc::new(spec.clone()));
         self.probe_planned(&plan, Instant::now()).await
     }
 
@@ -461,15 +440,7 @@ impl Prober {
                     reason: e.to_string(),
                 })?,
         };
-        let tls_config = match plan.scheme {
-            Scheme::Http => None,
-            Scheme::Https => Some(match &spec.tls {
-                Some(cfg) => cfg.clone(),
-                None => {
-                    tls::client_config(None, false).map_err(|e| ProbeError::Tls(e.to_string()))?
-                }
-            }),
-        };
+        let tls_config = plan.tls.clone();
         let key = PoolKey {
             addr,
             scheme: plan.scheme,

@@ -171,8 +171,9 @@ pub struct Plan {
     pub id: ServiceId,
     /// Time between probe starts.
     pub interval: Nanos,
-    /// Fraction of the interval used as +- jitter.
-    pub jitter: f64,
+    /// Fraction of the interval used as +- jitter (4 bytes: a fraction of at most 0.5 needs no
+    /// more, and the plan must stay within one 256-byte allocation).
+    pub jitter: f32,
     /// Consecutive failures before DOWN.
     pub failure_threshold: NonZeroU32,
     /// Consecutive successes before UP.
@@ -196,6 +197,8 @@ pub struct Plan {
     pub(crate) method: Method,
     /// http or https.
     pub(crate) scheme: Scheme,
+    /// The TLS client config of an https target, built from the definition's settings.
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     /// Target port.
     pub(crate) port: u16,
     /// The request exactly as written on the wire.
@@ -204,7 +207,11 @@ pub struct Plan {
 
 impl Plan {
     /// Prepares the plan of `spec`, interning its host in `hosts`.
-    pub(crate) fn new(spec: Arc<ServiceSpec>, hosts: &Hosts) -> Plan {
+    pub(crate) fn new(
+        spec: Arc<ServiceSpec>,
+        hosts: &Hosts,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Plan {
         let mut request = Vec::new();
         http1::encode_request(&spec, &mut request);
         let ranges = &spec.expect.status.0;
@@ -212,7 +219,7 @@ impl Plan {
         Plan {
             id: spec.id,
             interval: Nanos::new(spec.interval),
-            jitter: spec.jitter,
+            jitter: spec.jitter as f32,
             failure_threshold: spec.failure_threshold,
             success_threshold: spec.success_threshold,
             timeout: Nanos::new(spec.timeout),
@@ -228,6 +235,7 @@ impl Plan {
             host: hosts.intern(host),
             method: spec.method,
             scheme: spec.target.scheme,
+            tls,
             port: spec.target.port,
             request: Request::new(request),
             spec,
@@ -257,16 +265,16 @@ mod tests {
     #[test]
     fn plans_share_interned_hosts_and_know_literals() {
         let hosts = Hosts::default();
-        let a = Plan::new(spec("http://example.test:8080/a"), &hosts);
-        let b = Plan::new(spec("http://example.test:8080/b"), &hosts);
+        let a = Plan::new(spec("http://example.test:8080/a"), &hosts, None);
+        let b = Plan::new(spec("http://example.test:8080/b"), &hosts, None);
         assert!(Rc::ptr_eq(&a.host.0, &b.host.0));
         assert_eq!(a.host, HostKey::new("example.test"));
         assert_ne!(a.host, HostKey::new("other.test"));
         assert_eq!(hosts.len(), 1);
         assert_eq!(a.literal, None);
-        let v4 = Plan::new(spec("http://127.0.0.1:9/"), &hosts);
+        let v4 = Plan::new(spec("http://127.0.0.1:9/"), &hosts, None);
         assert_eq!(v4.literal, Some(IpAddr::from([127, 0, 0, 1])));
-        let v6 = Plan::new(spec("http://[::1]:9/"), &hosts);
+        let v6 = Plan::new(spec("http://[::1]:9/"), &hosts, None);
         assert_eq!(v6.literal, Some("::1".parse().expect("v6")));
         assert!(matches!(a.request, Request::Inline { .. }));
         assert!(String::from_utf8_lossy(a.request.as_slice()).starts_with("GET /a HTTP/1.1\r\n"));
@@ -277,7 +285,7 @@ mod tests {
         let hosts = Hosts::default();
         let mut s = (*spec("http://h/")).clone();
         s.headers = vec![("X-Long".into(), "v".repeat(INLINE_REQUEST))];
-        let plan = Plan::new(Arc::new(s.clone()), &hosts);
+        let plan = Plan::new(Arc::new(s.clone()), &hosts, None);
         assert!(matches!(plan.request, Request::Heap(_)));
         let mut direct = Vec::new();
         http1::encode_request(&s, &mut direct);
@@ -287,12 +295,12 @@ mod tests {
     #[test]
     fn status_fast_path_agrees_with_the_ranges() {
         let hosts = Hosts::default();
-        let one = Plan::new(spec("http://h/"), &hosts);
+        let one = Plan::new(spec("http://h/"), &hosts, None);
         assert_eq!(one.status, Some((200, 299)));
         assert!(one.status_ok(204) && !one.status_ok(300));
         let mut s = (*spec("http://h/")).clone();
         s.expect.status = StatusRanges(vec![(200, 200), (404, 404)]);
-        let two = Plan::new(Arc::new(s), &hosts);
+        let two = Plan::new(Arc::new(s), &hosts, None);
         assert_eq!(two.status, None);
         assert!(two.status_ok(404) && two.status_ok(200) && !two.status_ok(201));
     }

@@ -1,5 +1,7 @@
 //! rustls client configurations (ring provider): webpki roots, extra CA file, or no verification.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -8,6 +10,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::model::{Scheme, ServiceSpec, TlsSettings};
 
 /// Failure to build a TLS client configuration (bad CA file).
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +120,37 @@ pub fn client_config(
             path: shown,
             reason: e.to_string(),
         })
+}
+
+/// One shard's TLS client configs by the definitions' settings: thousands of https services
+/// usually share one, and each build copies the whole root store. Built when a plan is made
+/// (a definition added or changed), never per probe.
+#[derive(Default)]
+pub(crate) struct Configs {
+    built: RefCell<HashMap<TlsSettings, Arc<ClientConfig>>>,
+}
+
+impl Configs {
+    /// The client config for an https `spec` (None for http). A CA file that no longer loads
+    /// (it was checked when the definition was validated) falls back to the webpki roots, so
+    /// the probe fails its certificate check with a TLS error rather than not running.
+    pub(crate) fn for_spec(&self, spec: &ServiceSpec) -> Option<Arc<ClientConfig>> {
+        if spec.target.scheme != Scheme::Https {
+            return None;
+        }
+        let settings = spec.tls.clone().unwrap_or_default();
+        if let Some(cfg) = self.built.borrow().get(&settings) {
+            return Some(cfg.clone());
+        }
+        let cfg = client_config(settings.ca_file.as_deref(), settings.insecure_skip_verify)
+            .or_else(|e| {
+                tracing::error!(service = %spec.name, error = %e, "TLS settings no longer load; trusting the webpki roots only");
+                client_config(None, false)
+            })
+            .ok()?;
+        self.built.borrow_mut().insert(settings, cfg.clone());
+        Some(cfg)
+    }
 }
 
 fn insecure_config() -> Result<ClientConfig, rustls::Error> {

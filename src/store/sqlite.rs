@@ -115,7 +115,7 @@ pub struct StoredService {
     pub url: String,
     /// `config` or `api`.
     pub source: String,
-    /// JSON of the user-visible definition (see [`spec_json`]).
+    /// JSON of the user-visible definition (see `ServiceSpec::definition_json`).
     pub spec: String,
     /// First insert, unix ms.
     pub created_at: Option<UnixMillis>,
@@ -293,63 +293,6 @@ fn service_from_row(row: &Row<'_>) -> rusqlite::Result<StoredService> {
         updated_at: ms(6)?,
         deleted_at: ms(7)?,
     })
-}
-
-/// Formats a duration the way the config file writes it (`250ms`, `30s`, `5m`, `2h`, `1d`).
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 || ms % 1000 != 0 {
-        return format!("{ms}ms");
-    }
-    let s = ms / 1000;
-    if s % 86_400 == 0 {
-        format!("{}d", s / 86_400)
-    } else if s % 3600 == 0 {
-        format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// JSON of the user-visible definition of a service, the same object as in the config file
-/// and the REST API (`name, url, method, headers, body, interval, timeout, tags, expect,
-/// failure_threshold, success_threshold, paused`). Runtime-only fields (TLS config, id) are left
-/// out; a body that is not UTF-8 is stored lossily, as the API only accepts text bodies.
-pub fn spec_json(s: &ServiceSpec) -> String {
-    let headers: serde_json::Map<String, serde_json::Value> = s
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    let mut expect = serde_json::Map::new();
-    expect.insert("status".into(), s.expect.status.to_string().into());
-    if let Some(b) = &s.expect.body_contains {
-        expect.insert("body_contains".into(), b.clone().into());
-    }
-    if let Some(l) = s.expect.max_latency {
-        expect.insert("max_latency".into(), format_duration(l).into());
-    }
-    let mut obj = serde_json::Map::new();
-    obj.insert("name".into(), s.name.clone().into());
-    obj.insert("url".into(), s.url.clone().into());
-    obj.insert("method".into(), s.method.as_str().into());
-    obj.insert("headers".into(), headers.into());
-    if let Some(b) = &s.body {
-        obj.insert(
-            "body".into(),
-            String::from_utf8_lossy(b).into_owned().into(),
-        );
-    }
-    obj.insert("interval".into(), format_duration(s.interval).into());
-    obj.insert("timeout".into(), format_duration(s.timeout).into());
-    obj.insert("tags".into(), s.tags.clone().into());
-    obj.insert("expect".into(), expect.into());
-    obj.insert("failure_threshold".into(), s.failure_threshold.get().into());
-    obj.insert("success_threshold".into(), s.success_threshold.get().into());
-    obj.insert("paused".into(), s.paused.into());
-    serde_json::Value::Object(obj).to_string()
 }
 
 impl SqliteStore {
@@ -807,7 +750,7 @@ impl Store for SqliteStore {
                         s.name,
                         s.url,
                         s.source.as_str(),
-                        spec_json(s),
+                        s.definition_json().to_string(),
                         now
                     ])
                     .map_err(io(OP))?;
@@ -848,7 +791,15 @@ impl Store for SqliteStore {
                    deleted_at = NULL
                  WHERE services.source = 'api' OR services.deleted_at IS NOT NULL",
             )
-            .and_then(|mut st| st.execute(params![id, spec.name, spec.url, spec_json(spec), now]))
+            .and_then(|mut st| {
+                st.execute(params![
+                    id,
+                    spec.name,
+                    spec.url,
+                    spec.definition_json().to_string(),
+                    now
+                ])
+            })
             .map_err(io(OP))?;
         if n == 0 {
             return Err(StoreError::Io {

@@ -693,17 +693,6 @@ fn spawn_reports_open_errors() {
 }
 
 #[test]
-fn durations_format_like_the_config() {
-    use super::sqlite::format_duration;
-    assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
-    assert_eq!(format_duration(Duration::from_secs(30)), "30s");
-    assert_eq!(format_duration(Duration::from_secs(300)), "5m");
-    assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
-    assert_eq!(format_duration(Duration::from_secs(86_400)), "1d");
-    assert_eq!(format_duration(Duration::ZERO), "0ms");
-}
-
-#[test]
 fn unrepresentable_record_is_skipped_not_retried_forever() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = sqlite(&dir.path().join("rw.db"));

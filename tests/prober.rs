@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use probe_support::*;
 use ringwatch::dns::{ResolverConfig, ResolverHandle};
-use ringwatch::model::{ErrorKind, Method, Scheme, StatusRanges};
-use ringwatch::probe::{tls, ProbeError, ProbeLimits, ProbeReport};
+use ringwatch::model::{ErrorKind, Method, Scheme, StatusRanges, TlsSettings};
+use ringwatch::probe::{ProbeError, ProbeLimits, ProbeReport};
 
 fn kind(r: &ProbeReport) -> Option<ErrorKind> {
     r.error.as_ref().map(ProbeError::kind)
@@ -470,7 +470,10 @@ fn https_with_test_ca_is_up() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure",
     );
     let mut s = spec(Scheme::Https, "localhost", srv.port, "/");
-    s.tls = Some(tls::client_config(Some(ca.path()), false).unwrap());
+    s.tls = Some(TlsSettings {
+        ca_file: Some(ca.path().to_path_buf()),
+        insecure_skip_verify: false,
+    });
     s.expect.body_contains = Some("secure".into());
     let p = prober();
     let (a, b) = run(async { (p.probe(&s).await, p.probe(&s).await) });
@@ -483,7 +486,10 @@ fn https_with_test_ca_is_up() {
 
     // The same CA works for an IP literal target (IP SAN, no SNI).
     let mut s = spec(Scheme::Https, "127.0.0.1", srv.port, "/");
-    s.tls = Some(tls::client_config(Some(ca.path()), false).unwrap());
+    s.tls = Some(TlsSettings {
+        ca_file: Some(ca.path().to_path_buf()),
+        insecure_skip_verify: false,
+    });
     let r = run(async { prober().probe(&s).await });
     assert_eq!(r.error, None);
 }
@@ -495,9 +501,12 @@ fn insecure_connection_is_never_reused_by_a_verifying_service() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
     );
     let mut insecure = spec(Scheme::Https, "localhost", srv.port, "/");
-    insecure.tls = Some(tls::client_config(None, true).unwrap());
+    insecure.tls = Some(TlsSettings {
+        ca_file: None,
+        insecure_skip_verify: true,
+    });
     let mut strict = insecure.clone();
-    strict.tls = Some(tls::client_config(None, false).unwrap());
+    strict.tls = Some(TlsSettings::default());
     let p = prober();
     let (a, b) = run(async { (p.probe(&insecure).await, p.probe(&strict).await) });
     assert_eq!(a.error, None);
@@ -512,7 +521,7 @@ fn https_self_signed_without_ca_is_tls_error() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
     );
     let mut s = spec(Scheme::Https, "localhost", srv.port, "/");
-    s.tls = Some(tls::client_config(None, false).unwrap());
+    s.tls = Some(TlsSettings::default());
     let r = run(async { prober().probe(&s).await });
     assert_eq!(kind(&r), Some(ErrorKind::Tls), "{:?}", r.error);
 }
@@ -523,7 +532,10 @@ fn https_wrong_host_name_is_tls_error() {
     let ca = write_ca(&pki);
     let srv = tls_server(pki.server, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     let mut s = spec(Scheme::Https, "localhost", srv.port, "/");
-    s.tls = Some(tls::client_config(Some(ca.path()), false).unwrap());
+    s.tls = Some(TlsSettings {
+        ca_file: Some(ca.path().to_path_buf()),
+        insecure_skip_verify: false,
+    });
     let r = run(async { prober().probe(&s).await });
     assert_eq!(kind(&r), Some(ErrorKind::Tls), "{:?}", r.error);
     let msg = r.error.unwrap().to_string();
@@ -537,7 +549,10 @@ fn https_insecure_skip_verify_accepts_self_signed() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     );
     let mut s = spec(Scheme::Https, "localhost", srv.port, "/");
-    s.tls = Some(tls::client_config(None, true).unwrap());
+    s.tls = Some(TlsSettings {
+        ca_file: None,
+        insecure_skip_verify: true,
+    });
     let r = run(async { prober().probe(&s).await });
     assert_eq!(r.error, None);
     assert_eq!(r.status_code, Some(200));

@@ -13,7 +13,47 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::time::Instant;
 
 use crate::config::HttpLimits;
-use crate::stats::HttpReject;
+
+/// Why the HTTP server refused or closed a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpReject {
+    /// Per-shard connection limit reached at accept.
+    ConnectionLimit,
+    /// Request head larger than the limit.
+    HeaderTooLarge,
+    /// Request head not complete within the header timeout.
+    HeaderTimeout,
+    /// Request body larger than the limit.
+    BodyTooLarge,
+    /// Unparseable request.
+    Malformed,
+    /// TLS handshake failed or timed out.
+    TlsHandshake,
+}
+
+impl HttpReject {
+    /// Every reason, in export order.
+    pub const ALL: [HttpReject; 6] = [
+        HttpReject::ConnectionLimit,
+        HttpReject::HeaderTooLarge,
+        HttpReject::HeaderTimeout,
+        HttpReject::BodyTooLarge,
+        HttpReject::Malformed,
+        HttpReject::TlsHandshake,
+    ];
+
+    /// Label value in /metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpReject::ConnectionLimit => "connection_limit",
+            HttpReject::HeaderTooLarge => "header_too_large",
+            HttpReject::HeaderTimeout => "header_timeout",
+            HttpReject::BodyTooLarge => "body_too_large",
+            HttpReject::Malformed => "malformed",
+            HttpReject::TlsHandshake => "tls_handshake",
+        }
+    }
+}
 
 /// Most headers accepted in one request.
 const MAX_HEADERS: usize = 64;

@@ -6,18 +6,15 @@
 pub mod api;
 pub mod auth;
 pub mod config;
-pub mod dns;
-pub mod event;
 pub mod http;
-pub mod mesh;
+pub mod metrics;
 pub mod model;
-pub mod notify;
+pub mod pipeline;
 pub mod probe;
-pub mod sched;
-pub mod server;
+pub mod roles;
+pub mod rt;
 pub mod shard;
-pub mod state;
-pub mod stats;
+
 pub mod store;
-pub mod table;
+pub mod wire;
 pub mod ws;

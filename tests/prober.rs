@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use probe_support::*;
-use ringwatch::dns::{ResolverConfig, ResolverHandle};
 use ringwatch::model::{ErrorKind, Method, Scheme, StatusRanges, TlsSettings};
 use ringwatch::probe::{ProbeError, ProbeLimits, ProbeReport};
+use ringwatch::rt::dns::{ResolverConfig, ResolverHandle};
 
 fn kind(r: &ProbeReport) -> Option<ErrorKind> {
     r.error.as_ref().map(ProbeError::kind)

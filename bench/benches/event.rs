@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use ringwatch::event::Event;
 use ringwatch::model::{ServiceId, Status, Transition, UnixMillis};
+use ringwatch::pipeline::event::Event;
 
 fn bench(c: &mut Criterion) {
     let t = Transition {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ringwatch::mesh::{From, Mesh};
+use ringwatch::rt::mesh::{From, Mesh};
 
 const N: u64 = 1_000_000;
 

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use ringwatch::sched::{Due, Scheduler};
-use ringwatch::table::SlotId;
+use ringwatch::pipeline::sched::{Due, Scheduler};
+use ringwatch::rt::table::SlotId;
 
 fn filled(n: u64, t0: Instant) -> Scheduler {
     let mut s = Scheduler::new();

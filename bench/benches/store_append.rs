@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ringwatch::model::{ProbeResult, ServiceId, Timings, UnixMillis};
 use ringwatch::store::sqlite::SqliteStore;
-use ringwatch::store::{Record, Store};
+use ringwatch::store::{Record, StoreWriter};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

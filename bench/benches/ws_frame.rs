@@ -2,7 +2,7 @@
 //! in-place path the event encoder uses (`frame_in_place`).
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
-use ringwatch::ws::frame::{encode, frame_in_place, MAX_HEADER, OP_TEXT};
+use ringwatch::wire::frame::{encode, frame_in_place, MAX_HEADER, OP_TEXT};
 
 fn bench(c: &mut Criterion) {
     let payload = vec![b'a'; 200];

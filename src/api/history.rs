@@ -7,22 +7,17 @@
 use serde_json::{json, Value};
 
 use super::{check_params, cursor, limit_param, param, ApiError, Host};
-use crate::event::Event;
 use crate::http::Response;
-use crate::model::{ProbeResult, ServiceId, Transition, UnixMillis};
+use crate::model::{round_ms as ms, ProbeResult, ServiceId, Transition, UnixMillis};
+use crate::pipeline::event::Event;
 use crate::store::reader::ReadError;
-use crate::store::sqlite::SqliteStore;
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreReader};
 
 fn read_failed(e: ReadError) -> ApiError {
     match e {
         ReadError::Busy => ApiError::new(503, "busy", e.to_string()),
         _ => ApiError::new(503, "store_unavailable", e.to_string()),
     }
-}
-
-fn ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
 /// One result as JSON.
@@ -119,10 +114,9 @@ async fn service_rows<H, T, F>(host: &H, id: ServiceId, rows: F) -> Result<Vec<T
 where
     H: Host,
     T: Send + 'static,
-    F: FnOnce(&SqliteStore) -> Result<Vec<T>, StoreError> + Send + 'static,
+    F: FnOnce(&dyn StoreReader) -> Result<Vec<T>, StoreError> + Send + 'static,
 {
-    host.shared()
-        .reader
+    host.history()
         .read(move |s| {
             if s.service(id)?.is_none() {
                 return Ok(None);
@@ -175,8 +169,7 @@ pub async fn transitions<H: Host>(
         })?,
     };
     let page = host
-        .shared()
-        .reader
+        .history()
         .read(move |s| s.transitions_since(since, limit))
         .await
         .map_err(read_failed)?;
@@ -186,7 +179,7 @@ pub async fn transitions<H: Host>(
     let items: Vec<Value> = page.iter().map(transition_json).collect();
     Ok(Response::json(
         200,
-        json!({"items": items, "next_cursor": next, "seq": host.shared().seq.latest()}).to_string(),
+        json!({"items": items, "next_cursor": next, "seq": host.latest_seq()}).to_string(),
     ))
 }
 

@@ -2,11 +2,11 @@
 //! history (results, transitions).
 //!
 //! Any shard can receive any request. A service lives on its owner shard
-//! (`ServiceId::owner`), so service operations travel there as `ShardMsg::Api` with a oneshot
-//! reply, the same way `/metrics` gathers stats; the owner alone decides name conflicts, since
-//! the id is a hash of the name. Lists ask every shard and merge. History reads go to the
-//! store's blocking `ReadPool`, never SQLite on a shard. Persisting API services goes through
-//! the storage writer thread (`RegistryHandle`).
+//! (`ServiceId::owner`), so service operations travel there (`Host::send_op`) with a oneshot
+//! reply; the owner alone decides name conflicts, since the id is a hash of the name. Lists ask
+//! every shard and merge. History reads go to the store's reader threads (`ReadPool`), never
+//! the database on a shard. Persisting API services goes through the storage writer thread
+//! (`RegistryHandle`). The API sees the shard only through [`Host`].
 
 pub mod cursor;
 pub mod history;
@@ -19,9 +19,13 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::auth::Auth;
+use crate::config::ServiceDefaults;
 use crate::http::{Request, Response};
 use crate::model::{ServiceId, ServiceSpec, Status, UnixMillis};
-use crate::shard::Shared;
+use crate::rt::mesh::Pending;
+use crate::store::reader::ReadPool;
+use crate::store::RegistryHandle;
 
 pub use routes::{route, Route, RouteError};
 pub use services::{Op, Reply};
@@ -119,12 +123,24 @@ impl Local {
     }
 }
 
-/// What the API needs from a shard; implemented by `shard::Shard`.
+/// What the API needs from the shard it runs on, and nothing more; implemented by
+/// `shard::Shard`. Narrow on purpose: the API decides what to do, the host knows where things
+/// are (which shard owns what, the stores, the token verifier).
 pub trait Host {
     /// This shard's index.
     fn shard_id(&self) -> usize;
-    /// Process-wide state (mesh, store, auth, defaults).
-    fn shared(&self) -> &Shared;
+    /// Shards in the process (a service's owner is `id.owner(shards)`).
+    fn shards(&self) -> usize;
+    /// Token verifier.
+    fn auth(&self) -> &Auth;
+    /// Config `defaults`, applied to services created over the API.
+    fn defaults(&self) -> &ServiceDefaults;
+    /// The store's reader threads, for history.
+    fn history(&self) -> &ReadPool;
+    /// Persists API-defined services on the writer thread.
+    fn registry(&self) -> &RegistryHandle;
+    /// The latest transition seq (history pages report it).
+    fn latest_seq(&self) -> u64;
     /// This shard's API bookkeeping.
     fn api_local(&self) -> &Local;
     /// A service this shard owns.
@@ -135,6 +151,8 @@ pub trait Host {
     fn put(&self, spec: Arc<ServiceSpec>);
     /// Stops and forgets an owned service; false when it was not there.
     fn remove(&self, id: ServiceId) -> bool;
+    /// Sends `op` to shard `to` for it to `services::apply`; `None` when its ring is full.
+    fn send_op(&self, to: usize, op: Op) -> Pending<Reply>;
 }
 
 /// Parsed query string, percent-decoded; `token` (auth) is left out.
@@ -244,7 +262,7 @@ async fn handle_inner<H: Host>(host: &H, req: &Request) -> Result<Response, ApiE
             .with_header("Allow", allow))
         }
     };
-    if let Err(e) = host.shared().auth.check(req, route.scope()) {
+    if let Err(e) = host.auth().check(req, route.scope()) {
         return Ok(e.response());
     }
     let pairs = query_pairs(&req.query);

@@ -7,9 +7,7 @@ use serde_json::Value;
 
 use super::{check_params, limit_param, param, ApiError, Host, Route, ServiceView};
 use crate::http::{Request, Response};
-use crate::mesh::From;
 use crate::model::{ServiceId, ServiceSpec, Source, Status};
-use crate::shard::ShardMsg;
 use crate::store::RegistryWrite;
 
 /// An operation on the services a shard owns, sent to that shard.
@@ -49,15 +47,9 @@ async fn on_owner<H: Host>(host: &H, owner: usize, op: Op) -> Reply {
     if owner == host.shard_id() {
         return apply(host, op).await;
     }
-    let (tx, rx) = futures_channel::oneshot::channel();
-    if host
-        .shared()
-        .mesh
-        .send(From::Shard(host.shard_id()), owner, ShardMsg::Api(op, tx))
-        .is_err()
-    {
+    let Some(rx) = host.send_op(owner, op) else {
         return Err(busy("shard mesh ring full"));
-    }
+    };
     match monoio::time::timeout(FORWARD_TIMEOUT, rx).await {
         Ok(Ok(r)) => r,
         _ => Err(busy("owner shard did not answer in time")),
@@ -89,7 +81,6 @@ fn store_failed(e: crate::store::StoreError) -> ApiError {
 
 /// Applies `op` on the owner shard. Never holds a borrow across an await.
 pub async fn apply<H: Host>(host: &H, op: Op) -> Reply {
-    let shared = host.shared();
     match op {
         Op::List {
             tag,
@@ -124,8 +115,8 @@ pub async fn apply<H: Host>(host: &H, op: Op) -> Reply {
             if !host.api_local().reserve(id) {
                 return Err(in_flight(id));
             }
-            let r = shared
-                .registry
+            let r = host
+                .registry()
                 .write(RegistryWrite::Upsert(spec.clone()))
                 .await;
             host.api_local().release(id);
@@ -147,9 +138,8 @@ pub async fn apply<H: Host>(host: &H, op: Op) -> Reply {
                     "cannot be changed (create a new service instead)",
                 ));
             }
-            let spec = Arc::new(
-                crate::config::api_service(&merged, &shared.defaults).map_err(json_error)?,
-            );
+            let spec =
+                Arc::new(crate::config::api_service(&merged, host.defaults()).map_err(json_error)?);
             persist_and_put(host, spec).await
         }
         Op::Pause(id, paused) => {
@@ -173,7 +163,7 @@ pub async fn apply<H: Host>(host: &H, op: Op) -> Reply {
             if !host.api_local().reserve(id) {
                 return Err(in_flight(id));
             }
-            let r = shared.registry.write(RegistryWrite::Delete(id)).await;
+            let r = host.registry().write(RegistryWrite::Delete(id)).await;
             host.api_local().release(id);
             r.map_err(store_failed)?;
             host.remove(id);
@@ -196,8 +186,7 @@ async fn persist_and_put<H: Host>(host: &H, spec: Arc<ServiceSpec>) -> Reply {
         return Err(in_flight(id));
     }
     let r = host
-        .shared()
-        .registry
+        .registry()
         .write(RegistryWrite::Upsert(spec.clone()))
         .await;
     host.api_local().release(id);
@@ -257,7 +246,7 @@ pub async fn handle<H: Host>(
     req: &Request,
     pairs: &[(String, String)],
 ) -> Result<Response, ApiError> {
-    let n = host.shared().mesh.shards();
+    let n = host.shards();
     if !matches!(route, Route::ListServices) {
         check_params(pairs, &[])?;
     }
@@ -265,9 +254,8 @@ pub async fn handle<H: Host>(
         Route::ListServices => list(host, pairs).await,
         Route::CreateService => {
             let body = super::json_body(req)?;
-            let spec = Arc::new(
-                crate::config::api_service(&body, &host.shared().defaults).map_err(json_error)?,
-            );
+            let spec =
+                Arc::new(crate::config::api_service(&body, host.defaults()).map_err(json_error)?);
             let id = spec.id;
             let v = on_owner(host, id.owner(n), Op::Create(spec)).await?;
             Ok(one(v, 201).with_header("Location", format!("/api/v1/services/{id}")))
@@ -336,14 +324,15 @@ async fn list<H: Host>(host: &H, pairs: &[(String, String)]) -> Result<Response,
         after,
         limit: limit + 1,
     };
-    let pending = crate::shard::ask_others(host.shared(), host.shard_id(), |tx| {
-        ShardMsg::Api(make(), tx)
-    });
+    let pending: Vec<_> = (0..host.shards())
+        .filter(|to| *to != host.shard_id())
+        .map(|to| host.send_op(to, make()))
+        .collect();
     if pending.iter().any(Option::is_none) {
         return Err(busy("shard mesh ring full"));
     }
     items.extend(apply(host, make()).await?);
-    for r in crate::shard::gather(pending, FORWARD_TIMEOUT).await {
+    for r in crate::rt::mesh::gather(pending, FORWARD_TIMEOUT).await {
         // A partial list would silently hide services, so a missing shard fails the request.
         match r {
             Some(r) => items.extend(r?),

@@ -43,8 +43,8 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::dns::{DnsError, ResolverHandle};
 use crate::model::{ErrorKind, ServiceSpec, Timings};
+use crate::rt::dns::{DnsError, ResolverHandle};
 
 use self::http1::{BodyDecoder, Framing, ResponseHead};
 use self::plan::{Hosts, Plan};
@@ -151,6 +151,37 @@ pub struct ProberCounters {
     pub connections_reused: u64,
     /// Idle connections dropped because a pool bound was hit.
     pub idle_dropped: u64,
+}
+
+impl ProberCounters {
+    /// Adds another shard's counters.
+    pub fn merge(&mut self, o: &ProberCounters) {
+        self.connections_opened += o.connections_opened;
+        self.connections_reused += o.connections_reused;
+        self.idle_dropped += o.idle_dropped;
+    }
+
+    /// The prober's families (merged figures of every shard).
+    pub fn render(&self, w: &mut crate::metrics::Exposition) {
+        w.single(
+            "ringwatch_probe_connections_opened_total",
+            "counter",
+            "TCP connections opened by the prober.",
+            self.connections_opened as f64,
+        );
+        w.single(
+            "ringwatch_probe_connections_reused_total",
+            "counter",
+            "Probes sent over a pooled keep-alive connection.",
+            self.connections_reused as f64,
+        );
+        w.single(
+            "ringwatch_probe_idle_dropped_total",
+            "counter",
+            "Idle keep-alive connections closed because a pool bound was hit.",
+            self.idle_dropped as f64,
+        );
+    }
 }
 
 /// Body bytes read and discarded past the kept prefix to keep a connection reusable; beyond

@@ -231,7 +231,7 @@ impl Plan {
                 .then(|| u32::try_from(spec.max_body_bytes).unwrap_or(u32::MAX)),
             status: (ranges.len() == 1).then(|| ranges[0]),
             latency_bound: spec.expect.max_latency.is_some(),
-            literal: crate::dns::literal(host, spec.target.port).map(|a| a.ip()),
+            literal: crate::rt::dns::literal(host, spec.target.port).map(|a| a.ip()),
             host: hosts.intern(host),
             method: spec.method,
             scheme: spec.target.scheme,

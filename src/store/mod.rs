@@ -1,8 +1,13 @@
-//! Append-only storage of results and transitions, written in batches by one writer thread.
+//! Append-only storage of results and transitions, split into a write side and a read side.
 //!
-//! Shards never touch the database: they `push` records into a bounded lock-free queue
-//! (`StoreHandle`), dropping and counting when it is full. The writer thread drains the queue
-//! into the `Store` in one transaction per batch, and drains completely on shutdown.
+//! Shards never touch the database. The write side ([`StoreWriter`]) is owned by one writer
+//! thread: shards `push` records into a bounded lock-free queue (`StoreHandle`), dropping and
+//! counting when it is full, and the writer drains it in one transaction per batch, completely
+//! on shutdown. The read side ([`StoreReader`]) serves history to the API and `since` replay to
+//! WebSocket clients from a small pool of reader threads (`reader::ReadPool`), each with its own
+//! connection. The two are separate traits because they live on different threads with
+//! different connections and different failure handling; neither the writer, the read pool, the
+//! API nor the WebSocket resume knows which backend is behind them.
 
 pub mod reader;
 pub mod sqlite;
@@ -52,8 +57,8 @@ pub struct StoreInfo {
     pub max_seq: u64,
 }
 
-/// A storage backend. Implementations run on the writer thread (or a blocking read pool).
-pub trait Store: Send {
+/// The write side of a backend, owned by the writer thread.
+pub trait StoreWriter: Send {
     /// Creates tables and indexes if needed and reports the stored state.
     fn open_info(&mut self) -> Result<StoreInfo, StoreError>;
     /// Appends a batch in one transaction; duplicates (same service and scheduled_at, or same
@@ -92,6 +97,64 @@ pub trait Store: Send {
     }
 }
 
+/// A registry row of the `services` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredService {
+    /// Stable id (derived from the name).
+    pub id: ServiceId,
+    /// Unique name.
+    pub name: String,
+    /// URL as written by the user.
+    pub url: String,
+    /// `config` or `api`.
+    pub source: String,
+    /// JSON of the user-visible definition (see `ServiceSpec::definition_json`).
+    pub spec: String,
+    /// First insert, unix ms.
+    pub created_at: Option<UnixMillis>,
+    /// Last change of the definition (or deletion), unix ms.
+    pub updated_at: Option<UnixMillis>,
+    /// Set when a config service disappeared from the config; its results are kept.
+    pub deleted_at: Option<UnixMillis>,
+}
+
+/// The read side of a backend: one per reader thread, never on a shard.
+pub trait StoreReader: Send {
+    /// Results stored for a service.
+    fn count_results(&self, service: ServiceId) -> Result<u64, StoreError>;
+    /// Transitions stored.
+    fn count_transitions(&self) -> Result<u64, StoreError>;
+    /// The newest `limit` results of a service, newest first.
+    fn results_for(
+        &self,
+        service: ServiceId,
+        limit: usize,
+    ) -> Result<Vec<ProbeResult>, StoreError> {
+        self.results_range(service, None, None, limit)
+    }
+    /// Results of a service with `from <= scheduled_at < to`, newest first, at most `limit`.
+    fn results_range(
+        &self,
+        service: ServiceId,
+        from: Option<UnixMillis>,
+        to: Option<UnixMillis>,
+        limit: usize,
+    ) -> Result<Vec<ProbeResult>, StoreError>;
+    /// Transitions with seq > `since`, in seq order, at most `limit`.
+    fn transitions_since(&self, since: u64, limit: usize) -> Result<Vec<Transition>, StoreError>;
+    /// A service's transitions with seq < `before` (all when None), newest first, at most `limit`.
+    fn transitions_for(
+        &self,
+        service: ServiceId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Transition>, StoreError>;
+    /// Registry rows by name, deleted ones only when asked.
+    fn services(&self, include_deleted: bool) -> Result<Vec<StoredService>, StoreError>;
+    /// One registry row, deleted or not.
+    fn service(&self, id: ServiceId) -> Result<Option<StoredService>, StoreError>;
+}
+
 /// Progress of one retention step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
@@ -118,10 +181,22 @@ pub struct StoreCounters {
     pub pruned: AtomicU64,
 }
 
-/// Opens the backend named by the config (SQLite for now).
-pub fn open(cfg: &StorageConfig) -> Result<Box<dyn Store>, StoreError> {
+/// Opens the write side of the backend named by the config (SQLite for now).
+pub fn open(cfg: &StorageConfig) -> Result<Box<dyn StoreWriter>, StoreError> {
     match &cfg.kind {
         StorageKind::Sqlite { path } => Ok(Box::new(sqlite::SqliteStore::open(path)?)),
+        StorageKind::Postgres { url } => Err(StoreError::Open {
+            what: redact_url(url),
+            reason: "postgres storage is not built yet".into(),
+        }),
+    }
+}
+
+/// Opens one read-side connection to the backend named by the config; the store must exist
+/// (the writer creates it).
+pub fn open_reader(cfg: &StorageConfig) -> Result<Box<dyn StoreReader>, StoreError> {
+    match &cfg.kind {
+        StorageKind::Sqlite { path } => Ok(Box::new(sqlite::SqliteStore::open_read_only(path)?)),
         StorageKind::Postgres { url } => Err(StoreError::Open {
             what: redact_url(url),
             reason: "postgres storage is not built yet".into(),

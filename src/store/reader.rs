@@ -1,17 +1,17 @@
 //! A small pool of blocking reader threads, so shards can query the store without blocking.
 //!
-//! A shard submits a closure over a read-only `SqliteStore` and awaits the answer on a oneshot
-//! channel; the wake crosses threads through monoio's `sync` feature. The job queue is bounded:
-//! when it is full the read fails at once with `ReadError::Busy` instead of piling up.
+//! A shard submits a closure over the backend's read side (`StoreReader`) and awaits the answer
+//! on a oneshot channel; the wake crosses threads through monoio's `sync` feature. Each thread
+//! owns one reader connection, opened by the factory it was given, so the pool does not know
+//! which backend it reads. The job queue is bounded: when it is full the read fails at once with
+//! `ReadError::Busy` instead of piling up.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use super::sqlite::SqliteStore;
-use super::StoreError;
+use super::{StoreError, StoreReader};
 
 /// Why a read did not produce an answer.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,7 @@ pub enum ReadError {
     Store(#[from] StoreError),
 }
 
-type Job = Box<dyn FnOnce(&SqliteStore) + Send>;
+type Job = Box<dyn FnOnce(&dyn StoreReader) + Send>;
 
 /// Cloneable, `Send` handle to the reader threads.
 #[derive(Clone)]
@@ -37,24 +37,25 @@ pub struct ReadPool {
 }
 
 impl ReadPool {
-    /// Starts `threads` readers on the SQLite file at `path`, with `queue` pending jobs at most.
-    pub fn open(path: &Path, threads: usize, queue: usize) -> Result<ReadPool, StoreError> {
-        // Open one connection up front so a bad path fails here, not on the first query.
-        let first = SqliteStore::open_read_only(path)?;
+    /// Starts `threads` readers, each on a connection from `open`, with `queue` pending jobs at
+    /// most. The first connection is opened here, so a bad store fails now, not on a query.
+    pub fn open<O>(open: O, threads: usize, queue: usize) -> Result<ReadPool, StoreError>
+    where
+        O: Fn() -> Result<Box<dyn StoreReader>, StoreError> + Send + Sync + 'static,
+    {
+        let open = Arc::new(open);
+        let first = open()?;
         let (tx, rx) = crossbeam_channel::bounded::<Job>(queue.max(1));
         let mut handles = Vec::new();
         let mut conn = Some(first);
         for i in 0..threads.max(1) {
             let rx = rx.clone();
-            let own_path: PathBuf = path.to_path_buf();
+            let open = open.clone();
             let pre = conn.take();
             let h = std::thread::Builder::new()
                 .name(format!("store-read-{i}"))
                 .spawn(move || {
-                    let store = match pre
-                        .map(Ok)
-                        .unwrap_or_else(|| SqliteStore::open_read_only(&own_path))
-                    {
+                    let store = match pre.map(Ok).unwrap_or_else(|| open()) {
                         Ok(s) => s,
                         Err(e) => {
                             tracing::error!(error = %e, "store reader could not open the database");
@@ -62,11 +63,11 @@ impl ReadPool {
                         }
                     };
                     for job in rx.iter() {
-                        job(&store);
+                        job(store.as_ref());
                     }
                 })
                 .map_err(|e| StoreError::Open {
-                    what: path.display().to_string(),
+                    what: "store readers".into(),
                     reason: format!("cannot spawn reader thread: {e}"),
                 })?;
             handles.push(h);
@@ -81,7 +82,7 @@ impl ReadPool {
     pub async fn read<R, F>(&self, f: F) -> Result<R, ReadError>
     where
         R: Send + 'static,
-        F: FnOnce(&SqliteStore) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&dyn StoreReader) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = futures_channel::oneshot::channel();
         let job: Job = Box::new(move |store| {
@@ -103,7 +104,8 @@ impl ReadPool {
 mod tests {
     use super::*;
     use crate::model::{ServiceId, Status, Transition, UnixMillis};
-    use crate::store::{Record, Store};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{Record, StoreReader, StoreWriter};
     use std::time::Duration;
 
     #[test]
@@ -126,7 +128,13 @@ mod tests {
             })
         };
         w.append(&[t(1), t(2), t(3)]).expect("append");
-        let pool = ReadPool::open(&path, 2, 8).expect("pool");
+        let p2 = path.clone();
+        let pool = ReadPool::open(
+            move || Ok(Box::new(SqliteStore::open_read_only(&p2)?) as Box<dyn StoreReader>),
+            2,
+            8,
+        )
+        .expect("pool");
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .build()
             .expect("rt");
@@ -141,6 +149,9 @@ mod tests {
     #[test]
     fn a_missing_database_fails_at_open() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(ReadPool::open(&dir.path().join("missing/x.db"), 1, 1).is_err());
+        let path = dir.path().join("missing/x.db");
+        let open =
+            move || Ok(Box::new(SqliteStore::open_read_only(&path)?) as Box<dyn StoreReader>);
+        assert!(ReadPool::open(open, 1, 1).is_err());
     }
 }

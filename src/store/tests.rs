@@ -120,7 +120,7 @@ struct GatedStore {
     entered: Sender<()>,
 }
 
-impl Store for GatedStore {
+impl StoreWriter for GatedStore {
     fn open_info(&mut self) -> Result<StoreInfo, StoreError> {
         self.inner.open_info()
     }
@@ -142,7 +142,7 @@ struct FlakyStore {
     batches: Arc<Mutex<Vec<usize>>>,
 }
 
-impl Store for FlakyStore {
+impl StoreWriter for FlakyStore {
     fn open_info(&mut self) -> Result<StoreInfo, StoreError> {
         self.inner.open_info()
     }
@@ -672,7 +672,7 @@ fn newer_schema_is_refused() {
 #[test]
 fn spawn_reports_open_errors() {
     struct Broken;
-    impl Store for Broken {
+    impl StoreWriter for Broken {
         fn open_info(&mut self) -> Result<StoreInfo, StoreError> {
             Err(StoreError::Open {
                 what: "/nowhere".into(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use super::{Record, Store, StoreCounters, StoreError, StoreInfo};
+use super::{Record, StoreCounters, StoreError, StoreInfo, StoreWriter};
 use crate::config::StorageConfig;
 use crate::model::{ServiceSpec, UnixMillis};
 
@@ -103,6 +103,63 @@ impl StoreHandle {
     /// The queue bound.
     pub fn queue_capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The store's families; `seq` is the latest transition seq.
+    pub fn render(&self, w: &mut crate::metrics::Exposition, seq: u64) {
+        let c = &self.counters;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+        w.single(
+            "ringwatch_transition_seq",
+            "gauge",
+            "Latest global transition sequence number.",
+            seq as f64,
+        );
+        let gauges = [
+            (
+                "ringwatch_store_queue_depth",
+                "Records waiting for the storage writer.",
+                self.queue_depth() as f64,
+            ),
+            (
+                "ringwatch_store_queue_capacity",
+                "Bound of the storage writer queue.",
+                self.capacity as f64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            w.single(name, "gauge", help, v);
+        }
+        let counters = [
+            (
+                "ringwatch_store_written_total",
+                "Records committed to the store.",
+                load(&c.written),
+            ),
+            (
+                "ringwatch_store_dropped_total",
+                "Records (results and transitions) dropped because the writer queue was full.",
+                load(&c.dropped),
+            ),
+            (
+                "ringwatch_store_failed_batches_total",
+                "Store batches that failed to commit (and were retried).",
+                load(&c.failed_batches),
+            ),
+            (
+                "ringwatch_store_abandoned_total",
+                "Records given up at shutdown because the store stayed down.",
+                load(&c.abandoned),
+            ),
+            (
+                "ringwatch_store_pruned_total",
+                "Rows deleted by retention.",
+                load(&c.pruned),
+            ),
+        ];
+        for (name, help, v) in counters {
+            w.single(name, "counter", help, v);
+        }
     }
 
     /// Logs at most one warning per `DROP_WARN_EVERY` across all shards.
@@ -196,7 +253,7 @@ impl Writer {
     /// Opens the store on a new writer thread, returning the writer, the producer handle and
     /// what the store holds (max seq).
     pub fn spawn(
-        store: Box<dyn Store>,
+        store: Box<dyn StoreWriter>,
         cfg: &StorageConfig,
     ) -> Result<(Writer, StoreHandle, StoreInfo), StoreError> {
         Self::spawn_tuned(store, cfg, Tuning::default())
@@ -204,7 +261,7 @@ impl Writer {
 
     /// `spawn` with explicit loop knobs.
     pub(crate) fn spawn_tuned(
-        mut store: Box<dyn Store>,
+        mut store: Box<dyn StoreWriter>,
         cfg: &StorageConfig,
         tuning: Tuning,
     ) -> Result<(Writer, StoreHandle, StoreInfo), StoreError> {
@@ -357,7 +414,7 @@ struct Run {
 }
 
 impl Run {
-    fn run(&mut self, store: &mut dyn Store) -> Result<(), StoreError> {
+    fn run(&mut self, store: &mut dyn StoreWriter) -> Result<(), StoreError> {
         let mut batch: Vec<Record> = Vec::with_capacity(self.batch_size);
         loop {
             if self.stopped_at.is_none() {
@@ -398,7 +455,7 @@ impl Run {
     /// returns. It deliberately does not block on the record queue meanwhile: a blocked
     /// receiver turns every push into a futex wake on the pushing shard, and committing each
     /// record as it arrives costs several times more per row than one large commit.
-    fn gather(&mut self, store: &mut dyn Store, batch: &mut Vec<Record>) {
+    fn gather(&mut self, store: &mut dyn StoreWriter, batch: &mut Vec<Record>) {
         let deadline = Instant::now() + self.flush_interval;
         loop {
             while batch.len() < self.batch_size {
@@ -432,7 +489,7 @@ impl Run {
         }
     }
 
-    fn control(store: &mut dyn Store, cmd: Command) {
+    fn control(store: &mut dyn StoreWriter, cmd: Command) {
         match cmd {
             Command::Sync(services, reply) => {
                 let r = store.sync_services(&services);
@@ -464,7 +521,11 @@ impl Run {
 
     /// Appends `batch` until it commits, then clears it. Fails only after `finish` when the
     /// store stayed down past the shutdown budget; queued records are then abandoned.
-    fn commit(&mut self, store: &mut dyn Store, batch: &mut Vec<Record>) -> Result<(), StoreError> {
+    fn commit(
+        &mut self,
+        store: &mut dyn StoreWriter,
+        batch: &mut Vec<Record>,
+    ) -> Result<(), StoreError> {
         let mut backoff = self.tuning.backoff_min;
         let mut failures = 0u32;
         loop {
@@ -523,7 +584,7 @@ impl Run {
     }
 
     /// Runs one bounded retention step when a pass is due or in progress.
-    fn prune_step(&mut self, store: &mut dyn Store) {
+    fn prune_step(&mut self, store: &mut dyn StoreWriter) {
         let Some(retention) = self.retention else {
             return;
         };

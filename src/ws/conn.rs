@@ -1,7 +1,7 @@
 //! One WebSocket connection's protocol: frames in, client messages, subscriptions.
 //!
 //! Two transports share it. Plain TCP (`plain`) waits for readability and reads into a
-//! per-shard buffer, with the hub writing the socket, so an idle client costs one small task.
+//! per-feed buffer, with the hub writing the socket, so an idle client costs one small task.
 //! TLS (`run`, for wss) keeps a reader task and a writer task over the encrypted stream; its
 //! writer sends everything queued since its last write in one `writev` of the shared `Bytes`.
 
@@ -12,13 +12,13 @@ use std::time::Duration;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Split, Splitable};
 
-use super::frame::{self, code, FrameError, Header};
-use super::hub::{Client, Hub, Subscription, Writer, MAX_IOV};
+use super::hub::{Client, Hub, Subscription, WritePath, MAX_IOV};
 use super::protocol::{self, ClientOp, Filter};
 use super::DropReason;
+use super::Feed;
 use crate::http::Upgraded;
 use crate::model::Transition;
-use crate::shard::Shard;
+use crate::wire::frame::{self, code, FrameError, Header};
 
 /// Read size for idle clients; client messages are small.
 const READ_CHUNK: usize = 256;
@@ -46,22 +46,22 @@ pub(super) fn set_send_buffer(fd: RawFd, bytes: usize) {
 /// Runs an upgraded TLS connection (wss) until it closes. `fd` is the underlying TCP socket:
 /// it sizes the kernel send buffer and lets the hub shut the connection down from outside
 /// the session.
-pub async fn run<S>(shard: Rc<Shard>, up: Upgraded<S>, fd: RawFd)
+pub async fn run<F: Feed, S>(feed: Rc<F>, up: Upgraded<S>, fd: RawFd)
 where
     S: Split + AsyncReadRent + AsyncWriteRent + 'static,
 {
-    let hub = shard.ws_hub().clone();
+    let hub = feed.hub().clone();
     set_send_buffer(fd, hub.cfg.send_buffer_bytes);
-    let c = hub.add(fd, Writer::Task);
-    hub.send_text(&c, &protocol::hello(shard.shared().seq.latest()));
+    let c = hub.add(fd, WritePath::Task);
+    hub.send_text(&c, &protocol::hello(feed.latest_seq()));
     let (mut rd, wr) = up.stream.into_split();
     monoio::spawn(writer(hub.clone(), c.clone(), wr));
-    reader(&shard, &hub, &c, &mut rd, up.leftover).await;
+    reader(&feed, &hub, &c, &mut rd, up.leftover).await;
     hub.remove(&c);
     // The read half still holds the descriptor open, so this cannot hit a reused fd.
     c.kill();
     drop(rd);
-    shard.ws_closed();
+    feed.session_closed();
 }
 
 fn reason_of(code: u16) -> DropReason {
@@ -120,11 +120,11 @@ impl Input {
     /// Reads more of a cut frame with `read` (straight behind the held bytes, into room for
     /// at least `min` bytes or what the frame's header announced), then handles every
     /// complete frame. Returns what `read` returned.
-    pub(super) fn read_partial(
+    pub(super) fn read_partial<F: Feed>(
         &mut self,
         min: usize,
         read: impl FnOnce(&mut [u8]) -> Option<usize>,
-        shard: &Rc<Shard>,
+        feed: &Rc<F>,
         hub: &Rc<Hub>,
         c: &Rc<Client>,
     ) -> Option<usize> {
@@ -139,7 +139,7 @@ impl Input {
         p.resize(p.capacity(), 0);
         let got = read(&mut p[have..]);
         p.truncate(have + got.unwrap_or(0));
-        let (used, need) = self.consume(shard, hub, c, &mut p);
+        let (used, need) = self.consume(feed, hub, c, &mut p);
         p.drain(..used);
         if !p.is_empty() && !self.stopped {
             if need > p.len() {
@@ -153,9 +153,9 @@ impl Input {
 
     /// Handles every complete frame at the front of `buf` (unmasking in place) and returns
     /// how many bytes it used, and how many the next frame needs in all (0 = unknown).
-    pub(super) fn consume(
+    pub(super) fn consume<F: Feed>(
         &mut self,
-        shard: &Rc<Shard>,
+        feed: &Rc<F>,
         hub: &Rc<Hub>,
         c: &Rc<Client>,
         buf: &mut [u8],
@@ -178,7 +178,7 @@ impl Input {
             }
             frame::unmask(&mut rest[h.header_len..total], h.mask);
             let payload = &rest[h.header_len..total];
-            let r = on_frame(shard, hub, c, h, payload, &mut self.msg_op, &mut self.bufs);
+            let r = on_frame(feed, hub, c, h, payload, &mut self.msg_op, &mut self.bufs);
             used += total;
             match r {
                 Ok(true) => {}
@@ -198,8 +198,8 @@ impl Input {
     }
 }
 
-async fn reader<S: Split + AsyncReadRent + AsyncWriteRent>(
-    shard: &Rc<Shard>,
+async fn reader<F: Feed, S: Split + AsyncReadRent + AsyncWriteRent>(
+    feed: &Rc<F>,
     hub: &Rc<Hub>,
     c: &Rc<Client>,
     rd: &mut OwnedReadHalf<S>,
@@ -207,7 +207,7 @@ async fn reader<S: Split + AsyncReadRent + AsyncWriteRent>(
 ) {
     let mut input = Input::default();
     loop {
-        let (used, need) = input.consume(shard, hub, c, &mut buf);
+        let (used, need) = input.consume(feed, hub, c, &mut buf);
         buf.drain(..used);
         if need > buf.len() {
             buf.reserve(need - buf.len());
@@ -234,8 +234,8 @@ async fn reader<S: Split + AsyncReadRent + AsyncWriteRent>(
 }
 
 /// Handles one complete frame; `Ok(false)` stops reading (close received).
-fn on_frame(
-    shard: &Rc<Shard>,
+fn on_frame<F: Feed>(
+    feed: &Rc<F>,
     hub: &Rc<Hub>,
     c: &Rc<Client>,
     h: Header,
@@ -274,7 +274,7 @@ fn on_frame(
                 return Err(too_big);
             }
             if h.fin {
-                complete(shard, hub, c, h.opcode, payload)?;
+                complete(feed, hub, c, h.opcode, payload)?;
             } else {
                 *msg_op = Some(h.opcode);
                 let b = bufs.get_or_insert_with(Box::default);
@@ -296,7 +296,7 @@ fn on_frame(
             if h.fin {
                 let data = std::mem::take(msg);
                 *msg_op = None;
-                complete(shard, hub, c, op, &data)?;
+                complete(feed, hub, c, op, &data)?;
             }
         }
     }
@@ -304,8 +304,8 @@ fn on_frame(
 }
 
 /// Handles one complete message.
-fn complete(
-    shard: &Rc<Shard>,
+fn complete<F: Feed>(
+    feed: &Rc<F>,
     hub: &Rc<Hub>,
     c: &Rc<Client>,
     opcode: u8,
@@ -342,8 +342,8 @@ fn complete(
         }
         Ok(ClientOp::Subscribe { filter, since }) => {
             let (gen, mark) = hub.begin_subscribe(c);
-            hub.send_text(c, &protocol::subscribed(shard.shared().seq.latest()));
-            monoio::spawn(prepare(shard.clone(), c.clone(), gen, mark, filter, since));
+            hub.send_text(c, &protocol::subscribed(feed.latest_seq()));
+            monoio::spawn(prepare(feed.clone(), c.clone(), gen, mark, filter, since));
         }
     }
     Ok(())
@@ -351,19 +351,19 @@ fn complete(
 
 /// Gathers the snapshot (all shards) and, for `since`, the stored transitions, then completes
 /// the subscription on this shard.
-async fn prepare(
-    shard: Rc<Shard>,
+async fn prepare<F: Feed>(
+    feed: Rc<F>,
     c: Rc<Client>,
     gen: u32,
     mark: u64,
     filter: Filter,
     since: Option<u64>,
 ) {
-    let hub = shard.ws_hub().clone();
-    let states = shard.all_service_states().await;
+    let hub = feed.hub().clone();
+    let states = feed.snapshot().await;
     let mut rows = Vec::new();
     if let Some(since) = since {
-        match load_since(&shard, since).await {
+        match load_since(&feed, since).await {
             Ok(r) => rows = r,
             Err(msg) => {
                 if c.sub_gen.get() == gen {
@@ -377,7 +377,7 @@ async fn prepare(
                 break;
             }
             monoio::time::sleep(Duration::from_millis(50)).await;
-            if let Ok(r) = load_since(&shard, since).await {
+            if let Ok(r) = load_since(&feed, since).await {
                 rows = r;
             }
         }
@@ -392,14 +392,13 @@ async fn prepare(
 }
 
 /// Stored transitions with seq > `since`, in seq order, read on the store's reader threads.
-async fn load_since(shard: &Rc<Shard>, since: u64) -> Result<Vec<Transition>, String> {
-    let pool = shard.shared().reader.clone();
-    let max = shard.ws_hub().cfg.max_replay;
+async fn load_since<F: Feed>(feed: &Rc<F>, since: u64) -> Result<Vec<Transition>, String> {
+    let max = feed.hub().cfg.max_replay;
     let mut out: Vec<Transition> = Vec::new();
     let mut after = since;
     loop {
-        let page = pool
-            .read(move |s| s.transitions_since(after, PAGE))
+        let page = feed
+            .replay_page(after, PAGE)
             .await
             .map_err(|e| format!("cannot read stored transitions: {e}"))?;
         let n = page.len();

@@ -16,19 +16,18 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::frame::{self, code};
 use super::protocol::{self, Filter, ServiceState};
-use super::{DropReason, WsStats, RESULT_SUBSCRIBERS};
+use super::{DropReason, ResultInterest, WsStats};
 use crate::config::WsConfig;
-use crate::event::{Event, EventKind};
 use crate::model::Transition;
-use crate::notify::Notify;
+use crate::pipeline::event::{Event, EventKind};
+use crate::rt::notify::Notify;
+use crate::wire::frame::{self, code};
 
 /// Most frames one `writev` carries (well under IOV_MAX).
 pub const MAX_IOV: usize = 64;
@@ -96,7 +95,7 @@ pub struct Subscription {
 
 /// Who writes a client's socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Writer {
+pub enum WritePath {
     /// The hub, with non-blocking `sendmsg` on the raw socket (plain TCP).
     Hub,
     /// The client's own writer task (TLS: frames are encrypted per client).
@@ -108,7 +107,7 @@ pub struct Client {
     /// The socket, for shutting it down from outside its tasks.
     pub fd: RawFd,
     /// Who writes the socket.
-    writer: Writer,
+    writer: WritePath,
     /// In the hub's dirty list (hub writer only).
     dirty: Cell<bool>,
     /// The socket buffer was full: the client's task waits for writability and flushes
@@ -174,6 +173,8 @@ impl Client {
 pub struct Hub {
     /// Limits and timers.
     pub cfg: WsConfig,
+    /// The process's count of result subscribers, which this hub's clients join and leave.
+    interest: ResultInterest,
     clients: RefCell<Vec<Rc<Client>>>,
     /// Recent transition events delivered to this shard, oldest first (resume ring).
     recent: RefCell<VecDeque<Arc<Event>>>,
@@ -195,9 +196,10 @@ pub struct Hub {
 
 impl Hub {
     /// An empty hub.
-    pub fn new(cfg: WsConfig) -> Hub {
+    pub fn new(cfg: WsConfig, interest: ResultInterest) -> Hub {
         Hub {
             cfg,
+            interest,
             clients: RefCell::new(Vec::new()),
             recent: RefCell::new(VecDeque::with_capacity(cfg.resume_buffer)),
             pushed: Cell::new(0),
@@ -211,7 +213,7 @@ impl Hub {
     }
 
     /// Registers a new client on socket `fd`, written by `writer`.
-    pub fn add(&self, fd: RawFd, writer: Writer) -> Rc<Client> {
+    pub fn add(&self, fd: RawFd, writer: WritePath) -> Rc<Client> {
         let mut clients = self.clients.borrow_mut();
         let c = Rc::new(Client {
             fd,
@@ -267,9 +269,9 @@ impl Hub {
         *c.filter.borrow_mut() = f;
         let after = c.wants_results();
         if after && !before {
-            RESULT_SUBSCRIBERS.fetch_add(1, Ordering::Relaxed);
+            self.interest.add();
         } else if before && !after {
-            RESULT_SUBSCRIBERS.fetch_sub(1, Ordering::Relaxed);
+            self.interest.remove();
         }
     }
 
@@ -302,10 +304,10 @@ impl Hub {
     fn wake_writer(&self, c: &Client) {
         c.active.set(true);
         match c.writer {
-            Writer::Task => c.wake.notify(),
+            WritePath::Task => c.wake.notify(),
             // A blocked client is flushed by its own task when the socket drains.
-            Writer::Hub if c.blocked.get() || c.dirty.get() => {}
-            Writer::Hub => {
+            WritePath::Hub if c.blocked.get() || c.dirty.get() => {}
+            WritePath::Hub => {
                 c.dirty.set(true);
                 let mut dirty = self.dirty.borrow_mut();
                 match self.clients.borrow().get(c.index.get() as usize) {

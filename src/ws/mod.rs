@@ -7,26 +7,72 @@
 //! one `writev`. See docs/websocket.md for the protocol.
 
 pub mod conn;
-pub mod frame;
+
 pub mod handshake;
 pub mod hub;
 pub mod plain;
 pub mod protocol;
 
+use std::future::Future;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::metrics::{add_counts, new_hist, record, Exposition};
+use crate::model::Transition;
+use crate::store::reader::ReadError;
+
 pub use hub::Hub;
 
-/// Clients (on all shards) whose filter asks for result events; results are only encoded
-/// while this is above zero, so probing stays cheap when nobody listens.
-pub static RESULT_SUBSCRIBERS: AtomicUsize = AtomicUsize::new(0);
+/// What a WebSocket session needs from the server around it, and nothing more: its shard's
+/// hub, the latest seq, the subscribe snapshot and stored transitions for `since`. Sessions are
+/// generic over it, so the WebSocket code does not know what a shard is (standalone shards and
+/// cluster gateways both implement it) and calls are static.
+pub trait Feed: 'static {
+    /// This shard's clients.
+    fn hub(&self) -> &Rc<Hub>;
+    /// The latest transition seq a client can be told about (`hello`, `subscribed`).
+    fn latest_seq(&self) -> u64;
+    /// Current state of every service, on every shard, for the subscribe snapshot.
+    fn snapshot(&self) -> impl Future<Output = Vec<protocol::ServiceState>>;
+    /// Stored transitions with seq > `after`, in seq order, at most `limit` (for `since`).
+    fn replay_page(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Transition>, ReadError>>;
+    /// A session ended (it counted against the connection limit).
+    fn session_closed(&self);
+}
 
-/// True when some client wants result events.
-pub fn results_wanted() -> bool {
-    RESULT_SUBSCRIBERS.load(Ordering::Relaxed) > 0
+/// Clients, on all shards, whose filter asks for result events. Results are only encoded while
+/// some client wants them, so probing stays cheap when nobody listens; each shard's hub counts
+/// its own subscribers in, and the origin shard of a result reads the total. One per process,
+/// handed to every hub (not a static, so two servers in one test process do not share it).
+#[derive(Clone, Debug, Default)]
+pub struct ResultInterest(Arc<AtomicUsize>);
+
+impl ResultInterest {
+    /// True when some client wants result events.
+    pub fn wanted(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+
+    /// Clients subscribed to results now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn remove(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Why the server closed a WebSocket client.
@@ -110,9 +156,7 @@ impl Default for WsStats {
             client_errors: 0,
             replayed: 0,
             resume_overflows: 0,
-            // Same bounds as the other latency histograms: 1 us to 1 hour, 3 digits.
-            push_latency: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                .expect("valid histogram bounds"),
+            push_latency: new_hist(),
         }
     }
 }
@@ -135,7 +179,7 @@ impl WsStats {
 
     /// Records one push latency.
     pub fn push(&mut self, d: Duration) {
-        crate::stats::record(&mut self.push_latency, d);
+        record(&mut self.push_latency, d);
     }
 
     /// Adds another shard's figures.
@@ -146,13 +190,68 @@ impl WsStats {
         self.bytes_sent += o.bytes_sent;
         self.writes += o.writes;
         self.coalesced_writes += o.coalesced_writes;
-        for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
-            *a += b;
-        }
+        add_counts(&mut self.dropped, &o.dropped);
         self.client_errors += o.client_errors;
         self.replayed += o.replayed;
         self.resume_overflows += o.resume_overflows;
         // Same bounds on both sides, so `add` cannot fail.
         let _ = self.push_latency.add(&o.push_latency);
+    }
+
+    /// The WebSocket stream's families (merged figures of every shard); `interest` is the
+    /// process's result-subscriber count.
+    pub fn render(&self, w: &mut Exposition, interest: &ResultInterest) {
+        let counters = [
+            ("ringwatch_ws_clients", "gauge", "WebSocket clients connected now.", self.clients),
+            ("ringwatch_ws_connections_total", "counter", "WebSocket upgrades accepted.", self.connections),
+            ("ringwatch_ws_messages_sent_total", "counter", "WebSocket frames handed to sockets (events, replies, control frames).", self.messages_sent),
+            ("ringwatch_ws_bytes_sent_total", "counter", "WebSocket bytes handed to sockets.", self.bytes_sent),
+            ("ringwatch_ws_writes_total", "counter", "WebSocket socket writes (each may carry many frames).", self.writes),
+            ("ringwatch_ws_coalesced_writes_total", "counter", "WebSocket writes that carried more than one frame queued while a write was in flight.", self.coalesced_writes),
+        ];
+        for (name, kind, help, v) in counters {
+            w.single(name, kind, help, v as f64);
+        }
+        w.labelled(
+            "ringwatch_ws_dropped_total",
+            "counter",
+            "WebSocket clients closed by the server, by reason.",
+            "reason",
+            DropReason::ALL
+                .iter()
+                .zip(self.dropped)
+                .map(|(r, v)| (r.as_str(), v as f64)),
+        );
+        let counters = [
+            (
+                "ringwatch_ws_client_errors_total",
+                "Bad client messages answered with an error message.",
+                self.client_errors,
+            ),
+            (
+                "ringwatch_ws_replayed_total",
+                "Stored transitions replayed to clients resuming with since.",
+                self.replayed,
+            ),
+            (
+                "ringwatch_ws_resume_overflows_total",
+                "Subscriptions that lost live events because the resume ring overflowed.",
+                self.resume_overflows,
+            ),
+        ];
+        for (name, help, v) in counters {
+            w.single(name, "counter", help, v as f64);
+        }
+        w.single(
+            "ringwatch_ws_result_subscribers",
+            "gauge",
+            "WebSocket clients subscribed to result events (results are encoded only when > 0).",
+            interest.count() as f64,
+        );
+        w.summary(
+            "ringwatch_ws_push_latency_seconds",
+            "Probe completion to WebSocket frame handed to the socket (HDR histogram, all shards).",
+            &self.push_latency,
+        );
     }
 }

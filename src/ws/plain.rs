@@ -2,7 +2,7 @@
 //!
 //! One task per client, and while the client is quiet that task holds no buffer and no
 //! posted read: it waits for readability (an io_uring poll, or epoll on the fallback driver),
-//! then reads with non-blocking `recv` into the shard's scratch buffer until the socket is
+//! then reads with non-blocking `recv` into the feed's scratch buffer until the socket is
 //! empty. Only a frame cut across reads is kept per client, and only until it completes. The
 //! hub writes the socket (`Hub::flush`); this task steps in only when the socket buffer is
 //! full, to wait for writability.
@@ -17,17 +17,17 @@ use std::task::{Context, Poll};
 use monoio::net::{TcpStream, UnixStream};
 
 use super::conn::{set_send_buffer, Input};
-use super::hub::{Client, Hub, Writer};
+use super::hub::{Client, Hub, WritePath};
 use super::protocol;
+use super::Feed;
 use crate::http::Upgraded;
-use crate::shard::Shard;
 
-/// Size of the per-shard read buffer: one `recv` takes everything a burst of client messages
+/// Size of the per-feed read buffer: one `recv` takes everything a burst of client messages
 /// leaves in the socket.
 pub const SCRATCH: usize = 64 * 1024;
 
 thread_local! {
-    /// The shard's read buffer, shared by every plain session on this thread (reads complete
+    /// The feed's read buffer, shared by every plain session on this thread (reads complete
     /// synchronously, so no two sessions use it at once).
     static SCRATCH_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH]);
 }
@@ -67,20 +67,23 @@ enum Read {
 /// its arguments for its whole life: the future keeps only what the session needs while it
 /// waits, and every idle client holds one. Fails only when the runtime cannot take the socket
 /// back (the connection is then closed).
-pub fn run(shard: Rc<Shard>, up: Upgraded<TcpStream>) -> std::io::Result<impl Future<Output = ()>> {
+pub fn run<F: Feed>(
+    feed: Rc<F>,
+    up: Upgraded<TcpStream>,
+) -> std::io::Result<impl Future<Output = ()>> {
     let Upgraded { stream, leftover } = up;
     let sock = Socket::new(stream)?;
     let fd = sock.fd();
-    let hub = shard.ws_hub();
+    let hub = feed.hub();
     set_send_buffer(fd, hub.cfg.send_buffer_bytes);
-    let c = hub.add(fd, Writer::Hub);
-    hub.send_text(&c, &protocol::hello(shard.shared().seq.latest()));
+    let c = hub.add(fd, WritePath::Hub);
+    hub.send_text(&c, &protocol::hello(feed.latest_seq()));
     let mut input = Input::default();
     // The HTTP layer's read buffer (4 KiB) is dropped here rather than kept by every idle
     // session; a frame it cut short moves to the input's small partial buffer.
     let mut first = leftover;
     if !first.is_empty() {
-        let (used, _) = input.consume(&shard, hub, &c, &mut first);
+        let (used, _) = input.consume(&feed, hub, &c, &mut first);
         input.keep_partial(&first[used..]);
     }
     // An async block, not an async fn: an async fn would keep a second copy of its
@@ -98,10 +101,10 @@ pub fn run(shard: Rc<Shard>, up: Upgraded<TcpStream>) -> std::io::Result<impl Fu
                 Wake::Readable
             };
             let woke = want.unless_notified(either(sock.ready(want), &c).await);
-            let hub = shard.ws_hub();
+            let hub = feed.hub();
             match woke {
                 Wake::Readable => {
-                    if let Read::Closed = read_all(&shard, hub, &c, &mut input) {
+                    if let Read::Closed = read_all(&feed, hub, &c, &mut input) {
                         break;
                     }
                 }
@@ -109,12 +112,12 @@ pub fn run(shard: Rc<Shard>, up: Upgraded<TcpStream>) -> std::io::Result<impl Fu
                 Wake::Notified => {}
             }
         }
-        shard.ws_hub().remove(&c);
+        feed.hub().remove(&c);
         // Mark the client done before the descriptor closes: the hub checks `done` before
         // every write, so it never writes to a reused fd.
         c.kill();
         drop(sock);
-        shard.ws_closed();
+        feed.session_closed();
     })
 }
 
@@ -178,12 +181,12 @@ impl<F: Future> Future for Either<'_, F> {
 }
 
 /// Reads until the socket is empty, handling every complete frame.
-fn read_all(shard: &Rc<Shard>, hub: &Rc<Hub>, c: &Rc<Client>, input: &mut Input) -> Read {
+fn read_all<F: Feed>(feed: &Rc<F>, hub: &Rc<Hub>, c: &Rc<Client>, input: &mut Input) -> Read {
     loop {
         let n = if !input.has_partial() {
             SCRATCH_BUF.with_borrow_mut(|buf| {
                 let n = recv(c, buf)?;
-                let (used, _) = input.consume(shard, hub, c, &mut buf[..n]);
+                let (used, _) = input.consume(feed, hub, c, &mut buf[..n]);
                 input.keep_partial(&buf[used..n]);
                 // A short read emptied the socket: skip the recv that would say so.
                 Some(if n > 0 && n < buf.len() {
@@ -193,7 +196,7 @@ fn read_all(shard: &Rc<Shard>, hub: &Rc<Hub>, c: &Rc<Client>, input: &mut Input)
                 })
             })
         } else {
-            input.read_partial(SCRATCH / 4, |room| recv(c, room), shard, hub, c)
+            input.read_partial(SCRATCH / 4, |room| recv(c, room), feed, hub, c)
         };
         match n {
             None => return Read::Drained,

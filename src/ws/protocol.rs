@@ -7,8 +7,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::event::{Event, EventKind};
 use crate::model::{ServiceId, Status, UnixMillis};
+use crate::pipeline::event::{Event, EventKind};
 
 /// Which services and which kinds of event a client wants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringwatch::dns::{ResolverConfig, ResolverHandle};
 use ringwatch::model::{
     Expect, Method, PhaseTimeouts, Scheme, ServiceId, ServiceSpec, Source, StatusRanges, Target,
 };
 use ringwatch::probe::{ProbeLimits, Prober};
+use ringwatch::rt::dns::{ResolverConfig, ResolverHandle};
 
 /// Runs `fut` on a fresh runtime built like a shard's (FusionDriver, timers on).
 pub fn run<F: std::future::Future>(fut: F) -> F::Output {

@@ -4,17 +4,13 @@
 //! wire JSON exactly once; every other shard receives the same `Arc<Event>` through the mesh
 //! and hands the same bytes to each of its matching clients.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::model::{ProbeResult, ServiceId, ServiceSpec, Transition};
-
-/// Live events serialized and framed, process-wide (one per event, whatever the client count).
-pub static EVENTS_ENCODED: AtomicU64 = AtomicU64::new(0);
+use crate::model::{round_ms as ms, ProbeResult, ServiceId, ServiceSpec, Transition};
 
 /// What an event reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,11 +46,11 @@ pub struct Event {
 /// Serializes `body` once and frames it once, in one buffer: JSON first, header in front.
 fn encode<T: Serialize>(body: &T) -> (Bytes, Bytes) {
     // Reserve the largest header in front so the frame needs no second buffer or copy.
-    let mut v = vec![0u8; crate::ws::frame::MAX_HEADER];
+    let mut v = vec![0u8; crate::wire::frame::MAX_HEADER];
     // Serializing a struct of plain fields cannot fail.
     let _ = serde_json::to_writer(&mut v, body);
-    let frame = crate::ws::frame::frame_in_place(v, crate::ws::frame::OP_TEXT);
-    let h = crate::ws::frame::header_len(frame.len());
+    let frame = crate::wire::frame::frame_in_place(v, crate::wire::frame::OP_TEXT);
+    let h = crate::wire::frame::header_len(frame.len());
     (frame.slice(h..), frame)
 }
 
@@ -86,19 +82,14 @@ struct ResultJson<'a> {
     error: Option<&'a str>,
 }
 
-fn ms(d: std::time::Duration) -> f64 {
-    (d.as_micros() as f64 / 1000.0 * 1000.0).round() / 1000.0
-}
-
 impl Event {
     /// Serializes a transition once.
     pub fn transition(t: &Transition) -> Arc<Event> {
         Arc::new(Event::transition_with(t, None, Instant::now()))
     }
 
-    /// Serializes and frames a live transition once, counted in `EVENTS_ENCODED`.
+    /// Serializes and frames a live transition once (the origin counts it).
     pub fn live_transition(t: &Transition, spec: Arc<ServiceSpec>, born: Instant) -> Arc<Event> {
-        EVENTS_ENCODED.fetch_add(1, Ordering::Relaxed);
         Arc::new(Event::transition_with(t, Some(spec), born))
     }
 
@@ -159,7 +150,7 @@ impl Event {
         })
     }
 
-    /// Serializes and frames a live result once, counted in `EVENTS_ENCODED`.
+    /// Serializes and frames a live result once (the origin counts it).
     pub fn live_result(
         spec: Arc<ServiceSpec>,
         r: &ProbeResult,
@@ -167,7 +158,6 @@ impl Event {
         at: crate::model::UnixMillis,
         born: Instant,
     ) -> Arc<Event> {
-        EVENTS_ENCODED.fetch_add(1, Ordering::Relaxed);
         let mut e = Event::result(&spec.name, r, status, at);
         if let Some(ev) = Arc::get_mut(&mut e) {
             ev.spec = Some(spec);
@@ -208,7 +198,7 @@ mod tests {
         assert_eq!(v["status_code"], 503);
         assert_eq!(e.seq, 7);
         // The frame is an unmasked FIN text frame around exactly the JSON.
-        let h = crate::ws::frame::header_len(e.frame.len());
+        let h = crate::wire::frame::header_len(e.frame.len());
         assert_eq!(e.frame[0], 0x81);
         assert_eq!(e.frame.len(), h + e.json.len());
         assert_eq!(&e.frame[h..], &e.json[..]);

@@ -117,6 +117,26 @@ impl<T: Send> Mesh<T> {
     }
 }
 
+/// A reply awaited from another shard; `None` where the ring to it was full.
+pub type Pending<T> = Option<futures_channel::oneshot::Receiver<T>>;
+
+/// Awaits replies asked for through the mesh, each for at most `wait`; `None` for a shard that
+/// could not be asked or did not answer in time (a busy shard is left out rather than hang the
+/// caller).
+pub async fn gather<T>(pending: Vec<Pending<T>>, wait: std::time::Duration) -> Vec<Option<T>> {
+    let mut out = Vec::with_capacity(pending.len());
+    for rx in pending {
+        out.push(match rx {
+            Some(rx) => monoio::time::timeout(wait, rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

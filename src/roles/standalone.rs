@@ -1,4 +1,5 @@
-//! The process: starts the resolver, the storage writer and the shards, then handles signals.
+//! The standalone process: starts the resolver, the storage writer and readers and the shards,
+//! then handles signals.
 //!
 //! SIGHUP reloads the config file and hands each shard its new set of config-defined services.
 //! SIGTERM/SIGINT stop the shards (each finishes its in-flight probes within the grace period),
@@ -15,12 +16,14 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::{Config, ConfigError};
-use crate::dns::ResolverHandle;
-use crate::mesh::{From, Mesh};
 use crate::model::ServiceSpec;
+use crate::pipeline::judge::SeqCounter;
+use crate::rt::dns::ResolverHandle;
+use crate::rt::mesh::{From, Mesh};
 use crate::shard::{self, ShardMsg, Shared};
-use crate::state::SeqCounter;
+use crate::store::reader::ReadPool;
 use crate::store::{self, StoreError, Writer};
+use crate::ws::ResultInterest;
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -98,17 +101,13 @@ const READ_QUEUE: usize = 256;
 /// A stored service that no longer validates (e.g. `defaults` changed) or whose name is now
 /// taken by a config service is skipped with a warning; its row and results stay.
 fn open_reader(cfg: &Config) -> Result<(store::reader::ReadPool, Vec<ServiceSpec>), ServerError> {
-    let path = match &cfg.storage.kind {
-        crate::config::StorageKind::Sqlite { path } => path.clone(),
-        crate::config::StorageKind::Postgres { url } => {
-            return Err(ServerError::Store(StoreError::Open {
-                what: url.split('@').next_back().unwrap_or("postgres").to_string(),
-                reason: "postgres storage is not built yet".into(),
-            }))
-        }
-    };
-    let reader = store::reader::ReadPool::open(&path, READ_THREADS, READ_QUEUE)?;
-    let ro = store::sqlite::SqliteStore::open_read_only(&path)?;
+    let storage = cfg.storage.clone();
+    let reader = ReadPool::open(
+        move || store::open_reader(&storage),
+        READ_THREADS,
+        READ_QUEUE,
+    )?;
+    let ro = store::open_reader(&cfg.storage)?;
     let config_ids: std::collections::HashSet<_> = cfg.services.iter().map(|s| s.id).collect();
     let mut out = Vec::new();
     for row in ro.services(false)? {
@@ -162,6 +161,7 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
         reader,
         registry: writer.registry(),
         defaults: cfg.defaults.clone(),
+        interest: ResultInterest::default(),
     });
     if !shared.auth.enabled() {
         tracing::warn!(

@@ -1,0 +1,153 @@
+//! The services a shard owns: its table of slots (plan, health, scheduling state), and how a
+//! definition is added, changed, paused or removed without losing the service's health.
+
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Shard;
+use crate::api::ServiceView;
+use crate::model::{round_ms, ServiceId, ServiceSpec, Source, UnixMillis};
+use crate::pipeline::judge::Health;
+use crate::pipeline::sched::{self, Due};
+use crate::probe::plan::Plan;
+use crate::ws::protocol::ServiceState;
+
+/// A service as its shard holds it.
+pub(super) struct Slot {
+    /// The definition and what its probes read every run (see `probe::plan`).
+    pub(super) plan: Rc<Plan>,
+    pub(super) health: Health,
+    /// Bumped whenever the planned entry in the heap must be ignored.
+    pub(super) generation: u32,
+    /// A probe of this service is running.
+    pub(super) running: bool,
+    /// Latency of the last probe, for snapshots.
+    pub(super) last_latency: Duration,
+}
+
+impl Slot {
+    pub(super) fn spec(&self) -> &Arc<ServiceSpec> {
+        &self.plan.spec
+    }
+}
+
+impl Shard {
+    /// Adds or replaces a service, keeping its health when it already exists.
+    pub(super) fn upsert(&self, spec: Arc<ServiceSpec>) {
+        let now = Instant::now();
+        let mut services = self.services.borrow_mut();
+        let mut sched = self.sched.borrow_mut();
+        let existing = services.slot_of(spec.id);
+        match existing.and_then(|at| Some((at, services.at_mut(at)?))) {
+            Some((at, slot)) => {
+                let replan =
+                    slot.spec().interval != spec.interval || slot.spec().paused != spec.paused;
+                slot.plan = self.prober.plan(spec);
+                if replan {
+                    slot.generation = slot.generation.wrapping_add(1);
+                    // A paused service has no planned entry of its current generation, which
+                    // is what lets `start_due` skip reading the definition.
+                    if !slot.spec().paused {
+                        sched.push(Due {
+                            at: sched::first_run(now, slot.plan.interval.get()),
+                            slot: at,
+                            generation: slot.generation,
+                        });
+                    }
+                }
+            }
+            None => {
+                let generation = self.next_generation.get();
+                self.next_generation.set(generation.wrapping_add(1));
+                let (id, first, paused) =
+                    (spec.id, sched::first_run(now, spec.interval), spec.paused);
+                let at = services.insert(
+                    id,
+                    Slot {
+                        plan: self.prober.plan(spec),
+                        health: Health::new(UnixMillis::now()),
+                        generation,
+                        running: false,
+                        last_latency: Duration::ZERO,
+                    },
+                );
+                if !paused {
+                    sched.push(Due {
+                        at: first,
+                        slot: at,
+                        generation,
+                    });
+                }
+            }
+        }
+        drop(sched);
+        drop(services);
+        self.wake_sched.notify();
+    }
+
+    /// Replaces the config-defined services with `specs`; API-defined ones are untouched.
+    pub(super) fn replace_config(&self, specs: Vec<Arc<ServiceSpec>>) {
+        let keep: HashSet<ServiceId> = specs.iter().map(|s| s.id).collect();
+        let removed: Vec<ServiceId> = self
+            .services
+            .borrow()
+            .values()
+            .filter(|s| s.spec().source == Source::Config && !keep.contains(&s.plan.id))
+            .map(|s| s.plan.id)
+            .collect();
+        for id in &removed {
+            self.services.borrow_mut().remove(*id);
+        }
+        let (mut added, mut changed) = (0, 0);
+        for spec in specs {
+            match self.services.borrow().get(spec.id) {
+                None => added += 1,
+                Some(old) if **old.spec() != *spec => changed += 1,
+                Some(_) => {}
+            }
+            self.upsert(spec);
+        }
+        if self.sched.borrow().len() > 2 * self.services.borrow().len() + 1024 {
+            let services = self.services.borrow();
+            self.sched.borrow_mut().compact(|d| {
+                services
+                    .at(d.slot)
+                    .is_some_and(|s| s.generation == d.generation)
+            });
+        }
+        tracing::info!(
+            shard = self.id,
+            added,
+            changed,
+            removed = removed.len(),
+            "config services reconciled"
+        );
+    }
+
+    /// Current state of the services this shard owns.
+    pub(super) fn local_states(&self) -> Vec<ServiceState> {
+        self.services
+            .borrow()
+            .values()
+            .map(|s| ServiceState {
+                id: s.plan.id,
+                name: s.spec().name.clone(),
+                tags: s.spec().tags.clone(),
+                status: s.health.status,
+                since: s.health.since,
+                latency_ms: round_ms(s.last_latency),
+            })
+            .collect()
+    }
+}
+
+/// A slot as the API shows it.
+pub(super) fn slot_view(slot: &Slot) -> ServiceView {
+    ServiceView {
+        spec: slot.spec().clone(),
+        status: slot.health.status,
+        since: slot.health.since,
+    }
+}

@@ -153,6 +153,22 @@ pub trait StoreReader: Send {
     fn services(&self, include_deleted: bool) -> Result<Vec<StoredService>, StoreError>;
     /// One registry row, deleted or not.
     fn service(&self, id: ServiceId) -> Result<Option<StoredService>, StoreError>;
+    /// Each service's latest transition: the status it holds and since when (restored at
+    /// start, so a restart does not re-announce statuses that did not change).
+    fn last_states(&self) -> Result<Vec<LastState>, StoreError>;
+}
+
+/// A service's status as its latest stored transition left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastState {
+    /// Which service.
+    pub service_id: ServiceId,
+    /// The status it transitioned to.
+    pub status: crate::model::Status,
+    /// When.
+    pub since: UnixMillis,
+    /// The transition's seq.
+    pub seq: u64,
 }
 
 /// Progress of one retention step.

@@ -770,3 +770,27 @@ fn a_partial_batch_waits_for_the_flush_interval_then_commits() {
     }
     w.finish().unwrap();
 }
+
+#[test]
+fn last_states_are_each_services_latest_transition() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sqlite(&dir.path().join("ls.db"));
+    let (a, b) = (ServiceId::from_name("a"), ServiceId::from_name("b"));
+    let mut up = transition(2, b, 20);
+    up.from = Status::Down;
+    up.to = Status::Up;
+    s.append(&[
+        Record::Transition(transition(1, a, 10)),
+        Record::Transition(up),
+        Record::Transition(transition(3, a, 30)),
+    ])
+    .unwrap();
+    let mut got = s.last_states().unwrap();
+    got.sort_by_key(|l| l.seq);
+    assert_eq!(
+        got.iter()
+            .map(|l| (l.service_id, l.status, l.since.0, l.seq))
+            .collect::<Vec<_>>(),
+        vec![(b, Status::Up, 20, 2), (a, Status::Down, 30, 3)]
+    );
+}

@@ -6,7 +6,7 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::{io, to_i64, SqliteStore};
 use crate::model::{ErrorKind, ProbeResult, ServiceId, Status, Timings, Transition, UnixMillis};
-use crate::store::{StoreError, StoreReader, StoredService};
+use crate::store::{LastState, StoreError, StoreReader, StoredService};
 
 const RESULT_COLUMNS: &str = "service_id, scheduled_at, started_at, latency_us, connect_us,
     tls_us, first_byte_us, status_code, bytes, error_kind, error";
@@ -231,5 +231,28 @@ impl StoreReader for SqliteStore {
             )
             .and_then(|mut st| st.query_row([sid], service_from_row).optional())
             .map_err(io("read services"))
+    }
+
+    fn last_states(&self) -> Result<Vec<LastState>, StoreError> {
+        const OP: &str = "read last states";
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT service_id, to_status, at, seq FROM transitions
+                 WHERE seq IN (SELECT max(seq) FROM transitions GROUP BY service_id)",
+            )
+            .map_err(io(OP))?;
+        let rows = st
+            .query_map([], |r| {
+                let status: String = r.get(1)?;
+                Ok(LastState {
+                    service_id: ServiceId::from_raw(get_u64(r, 0)?),
+                    status: Status::parse(&status).ok_or_else(|| bad_text(1, "status", &status))?,
+                    since: UnixMillis(r.get(2)?),
+                    seq: get_u64(r, 3)?,
+                })
+            })
+            .map_err(io(OP))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(io(OP))
     }
 }

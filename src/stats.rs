@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::http::HttpReject;
 use crate::model::{ErrorKind, Status};
 use crate::probe::ProberCounters;
 
@@ -34,45 +35,6 @@ pub enum Skip {
     Overlap,
     /// The shard was more than an interval behind.
     Behind,
-}
-
-/// Why the HTTP server refused or closed a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HttpReject {
-    /// Per-shard connection limit reached at accept.
-    ConnectionLimit,
-    /// Request head larger than the limit.
-    HeaderTooLarge,
-    /// Request head not complete within the header timeout.
-    HeaderTimeout,
-    /// Request body larger than the limit.
-    BodyTooLarge,
-    /// Unparseable request.
-    Malformed,
-    /// TLS handshake failed or timed out.
-    TlsHandshake,
-}
-
-impl HttpReject {
-    const ALL: [HttpReject; 6] = [
-        HttpReject::ConnectionLimit,
-        HttpReject::HeaderTooLarge,
-        HttpReject::HeaderTimeout,
-        HttpReject::BodyTooLarge,
-        HttpReject::Malformed,
-        HttpReject::TlsHandshake,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            HttpReject::ConnectionLimit => "connection_limit",
-            HttpReject::HeaderTooLarge => "header_too_large",
-            HttpReject::HeaderTimeout => "header_timeout",
-            HttpReject::BodyTooLarge => "body_too_large",
-            HttpReject::Malformed => "malformed",
-            HttpReject::TlsHandshake => "tls_handshake",
-        }
-    }
 }
 
 /// Everything a shard counts; owned by the shard, never shared.

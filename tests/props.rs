@@ -302,7 +302,7 @@ impl ringwatch::http::Handler for Echo {
         )
     }
     fn on_request(&self) {}
-    fn on_reject(&self, _why: ringwatch::stats::HttpReject) {}
+    fn on_reject(&self, _why: ringwatch::http::HttpReject) {}
 }
 
 /// Serves `chunks` as one connection and returns everything written.

@@ -79,12 +79,25 @@ pub enum RequestError {
         /// The header's name.
         name: String,
     },
-    /// A `Content-Length` that is not a decimal number.
+    /// A `Content-Length` that is not a decimal number (a sign, a space inside, a non-digit,
+    /// an empty list member) or does not fit 64 bits.
     #[error("invalid Content-Length {value:?}")]
     InvalidContentLength {
         /// The value as sent.
         value: String,
     },
+    /// Two `Content-Length` values that differ: the body's end is ambiguous, the signature
+    /// of request smuggling (RFC 9112 6.3).
+    #[error("conflicting Content-Length values {first} and {second}")]
+    ConflictingContentLength {
+        /// The first value.
+        first: u64,
+        /// The value that differs from it.
+        second: u64,
+    },
+    /// `Transfer-Encoding` and `Content-Length` together: ambiguous framing (RFC 9112 6.1).
+    #[error("Transfer-Encoding and Content-Length together are ambiguous")]
+    TransferEncodingWithContentLength,
     /// A request body in a transfer coding (chunked), which this server does not decode.
     #[error("chunked request bodies are not supported; send Content-Length")]
     TransferEncoding,
@@ -224,13 +237,13 @@ fn read_headers(
     };
     let mut headers = Vec::with_capacity(raw.len());
     for h in raw {
-        let value = std::str::from_utf8(h.value)
-            .map_err(|_| RequestError::NotUtf8 {
-                name: h.name.to_string(),
-            })?
-            .trim();
+        let value = std::str::from_utf8(h.value).map_err(|_| RequestError::NotUtf8 {
+            name: h.name.to_string(),
+        })?;
+        // Framing sees the value before the lenient trim: `str::trim` also drops Unicode
+        // spaces, which would let "5\u{a0}" pass as a length another parser reads differently.
         framing.note(h.name, value)?;
-        headers.push((h.name.to_string(), value.to_string()));
+        headers.push((h.name.to_string(), value.trim().to_string()));
     }
     Ok((headers, framing))
 }
@@ -239,12 +252,13 @@ impl Framing {
     /// Takes in one header.
     fn note(&mut self, name: &str, value: &str) -> Result<(), RequestError> {
         if name.eq_ignore_ascii_case("content-length") {
-            let n = value
-                .parse::<u64>()
-                .map_err(|_| RequestError::InvalidContentLength {
-                    value: value.to_string(),
-                })?;
-            self.content_length = Some(n);
+            let n = content_length(value)?;
+            match self.content_length {
+                Some(first) if first != n => {
+                    return Err(RequestError::ConflictingContentLength { first, second: n })
+                }
+                _ => self.content_length = Some(n),
+            }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             self.transfer_encoding = true;
         } else if name.eq_ignore_ascii_case("connection") {
@@ -259,10 +273,42 @@ impl Framing {
     }
 }
 
+/// Parses one `Content-Length` field value: `1*DIGIT` (RFC 9112 6.3), nothing else: no sign,
+/// no inner space, no hex, no empty value.
+///
+/// A comma list of one number repeated (`5, 5`) is accepted as that number, as RFC 9110 8.6
+/// allows: proxies that merge duplicate header lines produce it, and its framing is
+/// unambiguous. A list whose members differ is a conflict, like two lines that differ.
+fn content_length(value: &str) -> Result<u64, RequestError> {
+    let invalid = || RequestError::InvalidContentLength {
+        value: value.to_string(),
+    };
+    let mut len = None;
+    for member in value.split(',') {
+        let digits = member.trim_matches([' ', '\t']);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        // Only overflow is left to fail here.
+        let n = digits.parse::<u64>().map_err(|_| invalid())?;
+        match len {
+            Some(first) if first != n => {
+                return Err(RequestError::ConflictingContentLength { first, second: n })
+            }
+            _ => len = Some(n),
+        }
+    }
+    len.ok_or_else(invalid)
+}
+
 /// The body's length, once the framing headers are known to be acceptable.
 fn body_length(framing: &Framing, limits: &HttpLimits) -> Result<usize, RequestError> {
-    if framing.transfer_encoding {
-        return Err(RequestError::TransferEncoding);
+    // A request with Transfer-Encoding is never read by its Content-Length (RFC 9112 6.1):
+    // a front end that honours the coding would see a different request boundary.
+    match (framing.transfer_encoding, framing.content_length) {
+        (true, Some(_)) => return Err(RequestError::TransferEncodingWithContentLength),
+        (true, None) => return Err(RequestError::TransferEncoding),
+        (false, _) => {}
     }
     let len = framing.content_length.unwrap_or(0);
     match usize::try_from(len) {
@@ -334,6 +380,98 @@ mod tests {
             parse_request(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", &limits()),
             Parsed::Reject(HttpReject::Malformed, _)
         ));
+    }
+
+    fn with_lengths(lengths: &[&str], rest: &str) -> Vec<u8> {
+        let mut raw = String::from("POST / HTTP/1.1\r\nHost: h\r\n");
+        for v in lengths {
+            raw.push_str(&format!("Content-Length: {v}\r\n"));
+        }
+        raw.push_str("\r\n");
+        raw.push_str(rest);
+        raw.into_bytes()
+    }
+
+    fn rejected_with(raw: &[u8]) -> Option<(HttpReject, u16)> {
+        match parse_request(raw, &limits()) {
+            Parsed::Reject(why, r) => Some((why, r.status)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn conflicting_content_lengths_are_rejected() {
+        // `0` then `41`: a server taking the first sees a second request inside the body.
+        let smuggle = "GET /admins HTTP/1.1\r\nHost: h\r\nX-A: b\r\n\r\n";
+        assert_eq!(smuggle.len(), 41);
+        let bad = [
+            with_lengths(&["0", "41"], smuggle),
+            with_lengths(&["41", "0"], smuggle),
+            with_lengths(&["5, 6"], "abcdef"),
+            with_lengths(&["5", "5, 6"], "abcdef"),
+        ];
+        for raw in bad {
+            assert_eq!(
+                rejected_with(&raw),
+                Some((HttpReject::Malformed, 400)),
+                "{}",
+                String::from_utf8_lossy(&raw)
+            );
+        }
+    }
+
+    #[test]
+    fn content_lengths_that_are_not_plain_digits_are_rejected() {
+        let bad = [
+            "+3",
+            " 3x",
+            "-1",
+            "",
+            "3 3",
+            "0x10",
+            "1_0",
+            "3.0",
+            "5,",
+            ",5",
+            "5,,5",
+            "\u{a0}5",
+            "18446744073709551616",
+            "99999999999999999999999",
+        ];
+        for v in bad {
+            assert_eq!(
+                rejected_with(&with_lengths(&[v], "abc")),
+                Some((HttpReject::Malformed, 400)),
+                "{v:?}"
+            );
+        }
+        // The largest u64 is a number, only too large a body.
+        assert_eq!(
+            rejected_with(&with_lengths(&["18446744073709551615"], "")),
+            Some((HttpReject::BodyTooLarge, 413))
+        );
+    }
+
+    #[test]
+    fn identical_repeated_content_lengths_are_one_length() {
+        for lengths in [&["5", "5"][..], &["5, 5"], &["5,5", "05"], &["\t5 "]] {
+            match parse_request(&with_lengths(lengths, "abcdeGET"), &limits()) {
+                Parsed::Complete { req, .. } => assert_eq!(&req.body[..], b"abcde"),
+                other => panic!("{lengths:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_is_refused_and_never_read_as_content_length() {
+        let te = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        assert_eq!(rejected_with(te), Some((HttpReject::Malformed, 501)));
+        for raw in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc"[..],
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc"[..],
+        ] {
+            assert_eq!(rejected_with(raw), Some((HttpReject::Malformed, 400)));
+        }
     }
 
     #[test]

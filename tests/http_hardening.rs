@@ -196,3 +196,111 @@ fn a_request_split_across_many_writes_is_served() {
     let out = read_all(&mut s);
     assert!(out.starts_with("HTTP/1.1 201"), "{out}");
 }
+
+/// POSTs `body_len` bytes to `url` with Python's `urllib.request`, which sends the whole body
+/// before it reads the response; prints `status N` or the exception it got.
+const URLLIB_POST: &str = r#"
+import ssl, sys, urllib.error, urllib.request
+url, size, cafile = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile) if cafile else None
+req = urllib.request.Request(url, data=b"x" * size, method="POST",
+                             headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
+        print("status", r.status)
+except urllib.error.HTTPError as e:
+    print("status", e.code)
+except Exception as e:
+    print("error", type(e).__name__, e)
+"#;
+
+fn urllib_post(url: &str, body_len: usize, cafile: Option<&std::path::Path>) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", URLLIB_POST, url, &body_len.to_string()])
+        .arg(cafile.map_or_else(Default::default, |p| p.as_os_str().to_owned()))
+        .output()
+        .expect("run python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_client_that_sends_its_body_before_reading_gets_the_413_not_a_reset() {
+    let (_d, rw) = start("    max_body_bytes: 1024\n");
+    let url = format!("http://{}/api/v1/services", rw.addr);
+    assert_eq!(urllib_post(&url, 8 << 20, None), "status 413");
+    // The connection slot is given back after the lingering close.
+    assert_eq!(rw.get("/healthz").0, 200);
+}
+
+/// A ringwatch process serving HTTPS with a leaf certificate for `127.0.0.1` from a test CA.
+struct TlsRingwatch {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    /// The CA certificate, for the client.
+    ca: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsRingwatch {
+    fn start(limits: &str) -> TlsRingwatch {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        // OpenSSL (Python's client) takes a leaf whose issuer equals its subject for
+        // self-signed; rcgen's default names are equal.
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ringwatch test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        let leaf_key = rcgen::KeyPair::generate().expect("key");
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .expect("leaf");
+        std::fs::write(dir.path().join("cert.pem"), leaf.pem()).expect("write");
+        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).expect("write");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write");
+        let port = free_port();
+        let cfg = base_config(
+            port,
+            &dir.path().join("rw.db"),
+            1,
+            &format!("  limits:\n{limits}  tls:\n    cert: cert.pem\n    key: key.pem\n"),
+        );
+        let path = dir.path().join("ringwatch.yaml");
+        std::fs::write(&path, cfg).expect("write config");
+        let child = std::process::Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn ringwatch");
+        let rw = TlsRingwatch {
+            child,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            ca: dir.path().join("ca.pem"),
+            _dir: dir,
+        };
+        // `/readyz` is HTTPS only here; with one shard, a listening socket means it serves.
+        assert!(eventually(Duration::from_secs(20), || {
+            TcpStream::connect(rw.addr).is_ok()
+        }));
+        rw
+    }
+}
+
+impl Drop for TlsRingwatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn over_tls_too_a_client_that_sends_its_body_first_gets_the_413() {
+    let rw = TlsRingwatch::start("    max_body_bytes: 1024\n");
+    let url = format!("https://{}/api/v1/services", rw.addr);
+    assert_eq!(urllib_post(&url, 8 << 20, Some(&rw.ca)), "status 413");
+}

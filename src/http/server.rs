@@ -13,6 +13,21 @@ use super::request::{parse_request, Parsed, Request};
 use super::response::{encode_response, Response};
 use crate::config::HttpLimits;
 
+/// Most bytes read and dropped after a final error response. A client that sends its whole body
+/// before reading (urllib, anything without `Expect: 100-continue`) must see that body consumed,
+/// or our close finds unread input, the kernel answers with a reset, and the reset discards the
+/// response still in the client's receive buffer. 16 MiB covers any body this API expects while
+/// capping what one client can make a shard read for nothing.
+const LINGER_BYTES: usize = 16 << 20;
+
+/// Longest time spent reading and dropping after a final error response: enough for 16 MiB on
+/// a LAN or loopback, short enough that a client which never closes holds a connection slot
+/// only briefly (nginx's lingering_time is 30 s; a shard's slots are fewer).
+const LINGER_TIME: Duration = Duration::from_secs(3);
+
+/// Read size while lingering; larger than a request read, since only throughput matters here.
+const LINGER_CHUNK: usize = 64 << 10;
+
 /// What the server needs from its owner: routing and counters.
 pub trait Handler {
     /// Answers one request.
@@ -72,6 +87,10 @@ where
         match next {
             Next::Read => {}
             Next::Close => return None,
+            Next::Linger => {
+                conn.linger_close().await;
+                return None;
+            }
             Next::Upgrade => {
                 return Some(Upgraded {
                     stream: conn.stream,
@@ -83,7 +102,9 @@ where
             Read::Data => {}
             Read::Closed => return None,
             Read::TimedOut => {
-                conn.time_out().await;
+                if conn.time_out().await {
+                    conn.linger_close().await;
+                }
                 return None;
             }
         }
@@ -109,6 +130,8 @@ enum Next {
     Read,
     /// Close after the write.
     Close,
+    /// Close after the write, reading what the client still sends (a final error response).
+    Linger,
     /// Hand the stream to the protocol the handler switched to.
     Upgrade,
 }
@@ -150,7 +173,7 @@ where
                 Parsed::Reject(why, resp) => {
                     self.handler.on_reject(why);
                     encode_response(&resp, true, &mut self.out);
-                    break Next::Close;
+                    break Next::Linger;
                 }
             }
         };
@@ -209,10 +232,10 @@ where
     }
 
     /// Ends a connection whose timeout passed: 408 when a request was under way, silence when
-    /// it was idle between requests.
-    async fn time_out(&mut self) {
+    /// it was idle between requests. True when the 408 went out.
+    async fn time_out(&mut self) -> bool {
         if self.request_started.is_none() {
-            return;
+            return false;
         }
         self.handler.on_reject(HttpReject::HeaderTimeout);
         let resp = Response::error(
@@ -221,6 +244,158 @@ where
             "request not received within the header timeout",
         );
         encode_response(&resp, true, &mut self.out);
-        self.flush().await;
+        self.flush().await
+    }
+
+    /// Closes after a final error response the way nginx does: half-close, so the client reads
+    /// the response and then EOF, and read and drop what it still sends, bounded by
+    /// `LINGER_BYTES` and `LINGER_TIME`, until it closes too.
+    async fn linger_close(&mut self) {
+        // TCP: shutdown(SHUT_WR). TLS: close_notify, then the same on the socket.
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut scratch = std::mem::take(&mut self.buf);
+        scratch.clear();
+        scratch.reserve(LINGER_CHUNK);
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match monoio::time::timeout_at(deadline, self.stream.read(scratch)).await {
+                Ok((Ok(n), b)) if n > 0 => {
+                    left = left.saturating_sub(n);
+                    scratch = b;
+                }
+                // EOF, a read error, or the deadline: nothing more worth waiting for.
+                _ => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use monoio::buf::{IoBuf, IoVecBuf, IoVecBufMut};
+    use monoio::BufResult;
+
+    use super::*;
+
+    /// What a scripted connection saw the server do.
+    #[derive(Default)]
+    struct Seen {
+        written: Vec<u8>,
+        /// Bytes handed out after the scripted request, when the write side was shut.
+        read_after_shutdown: usize,
+        shut: bool,
+    }
+
+    /// Hands out `first`, then endless filler (`endless`) or a read that never completes.
+    struct Scripted {
+        first: Option<Vec<u8>>,
+        endless: bool,
+        seen: Rc<RefCell<Seen>>,
+    }
+
+    impl AsyncReadRent for Scripted {
+        async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
+            let chunk = match self.first.take() {
+                Some(c) => c,
+                None if self.endless => vec![b'x'; buf.bytes_total().min(LINGER_CHUNK)],
+                None => std::future::pending().await,
+            };
+            let n = chunk.len().min(buf.bytes_total());
+            // SAFETY: write_ptr is valid for bytes_total bytes and n <= bytes_total.
+            unsafe {
+                std::ptr::copy_nonoverlapping(chunk.as_ptr(), buf.write_ptr(), n);
+                buf.set_init(n);
+            }
+            let mut seen = self.seen.borrow_mut();
+            if seen.shut {
+                seen.read_after_shutdown += n;
+            }
+            (Ok(n), buf)
+        }
+
+        async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+            (Err(std::io::Error::other("readv unused")), buf)
+        }
+    }
+
+    impl AsyncWriteRent for Scripted {
+        async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+            // SAFETY: read_ptr is valid for bytes_init bytes.
+            let s = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+            self.seen.borrow_mut().written.extend_from_slice(s);
+            (Ok(s.len()), buf)
+        }
+
+        async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+            (Err(std::io::Error::other("writev unused")), buf)
+        }
+
+        async fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+
+        async fn shutdown(&mut self) -> std::io::Result<()> {
+            self.seen.borrow_mut().shut = true;
+            Ok(())
+        }
+    }
+
+    struct Nothing;
+
+    impl Handler for Nothing {
+        async fn handle(&self, _req: Request) -> Response {
+            Response::text(200, "")
+        }
+        fn on_request(&self) {}
+        fn on_reject(&self, _why: HttpReject) {}
+    }
+
+    /// Serves a request announcing too large a body, then `endless` or silent input.
+    fn serve_oversized(endless: bool) -> (Seen, Duration) {
+        let seen = Rc::new(RefCell::new(Seen::default()));
+        let conn = Scripted {
+            first: Some(b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\nxx".to_vec()),
+            endless,
+            seen: seen.clone(),
+        };
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        let took = rt.block_on(async {
+            let t = Instant::now();
+            serve(conn, &Nothing, HttpLimits::default()).await;
+            t.elapsed()
+        });
+        let seen = seen.take();
+        (seen, took)
+    }
+
+    #[test]
+    fn after_a_final_error_the_server_half_closes_then_drains_a_bounded_amount() {
+        let (seen, _) = serve_oversized(true);
+        assert!(seen.written.starts_with(b"HTTP/1.1 413 "));
+        assert!(seen.shut, "the write side was not shut");
+        assert!(
+            (LINGER_BYTES..LINGER_BYTES + LINGER_CHUNK).contains(&seen.read_after_shutdown),
+            "{} bytes drained",
+            seen.read_after_shutdown
+        );
+    }
+
+    #[test]
+    fn after_a_final_error_a_silent_client_is_dropped_after_the_linger_time() {
+        let (seen, took) = serve_oversized(false);
+        assert!(seen.written.starts_with(b"HTTP/1.1 413 "));
+        assert!(
+            took >= LINGER_TIME && took < LINGER_TIME + Duration::from_secs(2),
+            "{took:?}"
+        );
     }
 }

@@ -768,7 +768,7 @@ impl http::Handler for Shard {
             }
             (_, "/metrics" | "/healthz" | "/readyz") => {
                 Response::error(405, "method_not_allowed", "only GET is allowed here")
-                    .with_header("Allow", "GET")
+                    .with_header("Allow", "GET, HEAD")
             }
             (_, p) if p.starts_with("/api/") => {
                 let r = crate::api::handle(self, &req).await;

@@ -588,9 +588,12 @@ fn validation_errors_name_their_field() {
     assert_eq!((r.status, r.error().0.as_str()), (404, "not_found"));
     let r = req(a, "PUT", "/api/v1/services", &[JSON], "{}");
     assert_eq!(r.status, 405);
-    assert_eq!(r.header("Allow").as_deref(), Some("GET, POST"));
+    assert_eq!(r.header("Allow").as_deref(), Some("GET, HEAD, POST"));
     let r = req(a, "DELETE", "/api/v1/transitions", &[], "");
-    assert_eq!((r.status, r.header("Allow").as_deref()), (405, Some("GET")));
+    assert_eq!(
+        (r.status, r.header("Allow").as_deref()),
+        (405, Some("GET, HEAD"))
+    );
     // Query parameters are checked too.
     let r = get(a, "/api/v1/services?limit=0");
     assert_eq!(r.error(), ("invalid_value".into(), Some("limit".into())));

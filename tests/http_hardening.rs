@@ -304,3 +304,99 @@ fn over_tls_too_a_client_that_sends_its_body_first_gets_the_413() {
     let url = format!("https://{}/api/v1/services", rw.addr);
     assert_eq!(urllib_post(&url, 8 << 20, Some(&rw.ca)), "status 413");
 }
+
+/// Splits a stream of responses, answers to `methods` in order: a HEAD answer has no body
+/// whatever its Content-Length. Returns (status, Content-Length, body) per response and
+/// asserts nothing is left over.
+fn split_responses(raw: &[u8], methods: &[&str]) -> Vec<(u16, usize, String)> {
+    let mut rest = raw;
+    let mut out = Vec::new();
+    for m in methods {
+        let i = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no head for {m} in {}", String::from_utf8_lossy(rest)));
+        let head = String::from_utf8_lossy(&rest[..i]).to_string();
+        let status = head[9..12].parse().expect("status");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.parse().ok())
+            .expect("Content-Length");
+        let body_len = if *m == "HEAD" { 0 } else { len };
+        let body = String::from_utf8_lossy(&rest[i + 4..i + 4 + body_len]).to_string();
+        out.push((status, len, body));
+        rest = &rest[i + 4 + body_len..];
+    }
+    assert!(
+        rest.is_empty(),
+        "bytes after the last response: {}",
+        String::from_utf8_lossy(rest)
+    );
+    out
+}
+
+#[test]
+fn head_is_get_without_the_body_on_every_get_route() {
+    let (_d, rw) = start("    max_body_bytes: 4096\n");
+    let paths = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/services",
+        "/api/v1/transitions",
+        "/api/v1/services/nope",
+    ];
+    // Pipelined on one keep-alive connection: a HEAD answer that carried a body would shift
+    // every later response.
+    let mut raw = String::new();
+    let mut methods = Vec::new();
+    for p in paths {
+        raw.push_str(&format!("HEAD {p} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        raw.push_str(&format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        methods.extend(["HEAD", "GET"]);
+    }
+    raw.push_str("PUT /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    methods.push("PUT");
+    let mut s = connect(&rw);
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let got = split_responses(&out, &methods);
+    for (i, p) in paths.iter().enumerate() {
+        let (head, get) = (&got[2 * i], &got[2 * i + 1]);
+        assert_eq!(head.0, get.0, "{p}: HEAD and GET status");
+        assert!(head.2.is_empty(), "{p}: HEAD body");
+        if *p == "/metrics" {
+            // The request counters move between the two; the length is the GET's all the same.
+            assert!(head.1 > 1000, "{p}: Content-Length {}", head.1);
+        } else {
+            assert_eq!(head.1, get.1, "{p}: Content-Length");
+        }
+    }
+    assert_eq!(got[0].0, 200);
+    assert_eq!(got[10].0, 404);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("\r\nAllow: GET, HEAD\r\n"), "{text}");
+}
+
+#[test]
+fn a_head_that_looks_like_a_websocket_upgrade_does_not_switch_protocols() {
+    let (_d, rw) = start("    max_body_bytes: 4096\n");
+    let mut s = connect(&rw);
+    s.write_all(
+        b"HEAD /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n\
+          GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let got = split_responses(&out, &["HEAD", "GET"]);
+    assert_eq!(
+        (got[0].0, got[1].0),
+        (400, 200),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}

@@ -82,8 +82,9 @@ pub fn encode_response(resp: &Response, close: bool, out: &mut Vec<u8>) {
     }
 }
 
-/// Appends the status line and headers of `resp` to `out`, without the body.
-fn encode_head(resp: &Response, close: bool, out: &mut Vec<u8>) {
+/// Appends the status line and headers of `resp` to `out` without the body: the answer to a
+/// HEAD, whose Content-Length is still the body's.
+pub(super) fn encode_head(resp: &Response, close: bool, out: &mut Vec<u8>) {
     if resp.status == 101 {
         // A 1xx response has no body and must not carry Content-Length (RFC 9110 8.6).
         let _ = write!(out, "HTTP/1.1 101 {}\r\n", reason(101));
@@ -128,6 +129,16 @@ mod tests {
         assert!(s.contains("Allow: GET\r\n"));
         assert!(s.contains("Connection: close\r\n"));
         assert!(s.ends_with("\r\n\r\nnope"));
+    }
+
+    #[test]
+    fn a_head_answer_keeps_the_length_and_drops_the_body() {
+        let mut out = Vec::new();
+        encode_head(&Response::text(200, "ok\n"), false, &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\n\r\n"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use monoio::time::Instant;
 
 use super::reject::HttpReject;
 use super::request::{parse_request, Parsed, Request};
-use super::response::{encode_response, Response};
+use super::response::{encode_head, encode_response, Response};
 use crate::config::HttpLimits;
 
 /// Most bytes read and dropped after a final error response. A client that sends its whole body
@@ -158,15 +158,8 @@ where
             match parse_request(&self.buf[consumed..], &self.limits) {
                 Parsed::Complete { req, len, close } => {
                     consumed += len;
-                    self.handler.on_request();
-                    let resp = self.handler.handle(req).await;
-                    let upgrade = resp.status == 101;
-                    encode_response(&resp, close && !upgrade, &mut self.out);
-                    if upgrade {
-                        break Next::Upgrade;
-                    }
-                    if close {
-                        break Next::Close;
+                    if let Some(next) = self.respond(req, close).await {
+                        break next;
                     }
                 }
                 Parsed::Partial => break Next::Read,
@@ -179,6 +172,36 @@ where
         };
         self.buf.drain(..consumed);
         next
+    }
+
+    /// Answers one request into `out`; `Some` when no request may follow it on this connection.
+    async fn respond(&mut self, mut req: Request, close: bool) -> Option<Next> {
+        self.handler.on_request();
+        // HEAD is GET without the body (RFC 9110 9.3.2): handled here, every GET route answers
+        // it with the headers and Content-Length its GET would have.
+        let head = req.method == "HEAD";
+        if head {
+            req.method = String::from("GET");
+        }
+        let mut resp = self.handler.handle(req).await;
+        if head && resp.status == 101 {
+            // Only a GET may switch protocols (RFC 6455 4.1); a HEAD that looked like an
+            // upgrade must not leave the connection in another protocol.
+            resp = Response::error(400, "bad_upgrade", "a protocol upgrade must use GET");
+        }
+        let upgrade = resp.status == 101;
+        if head {
+            encode_head(&resp, close, &mut self.out);
+        } else {
+            encode_response(&resp, close && !upgrade, &mut self.out);
+        }
+        if upgrade {
+            Some(Next::Upgrade)
+        } else if close {
+            Some(Next::Close)
+        } else {
+            None
+        }
     }
 
     /// Writes the queued responses; false when the connection is broken.

@@ -21,8 +21,8 @@ use crate::config::HttpLimits;
 const LINGER_BYTES: usize = 16 << 20;
 
 /// Longest time spent reading and dropping after a final error response: enough for 16 MiB on
-/// a LAN or loopback, short enough that a client which never closes holds a connection slot
-/// only briefly (nginx's lingering_time is 30 s; a shard's slots are fewer).
+/// a LAN or loopback, short because a lingering connection still counts against the shard's
+/// `max_connections` (nginx's default lingering_time is 30 s).
 const LINGER_TIME: Duration = Duration::from_secs(3);
 
 /// Read size while lingering; larger than a request read, since only throughput matters here.

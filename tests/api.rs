@@ -421,6 +421,55 @@ fn history_pages_stay_correct_while_results_are_appended() {
 }
 
 #[test]
+fn patch_takes_the_merge_patch_media_type_and_post_does_not() {
+    let target = Target::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rw = start(dir.path(), 1, "", "");
+    let a = rw.addr;
+    let body = json!({"name": "mp", "url": target.url("/mp"), "interval": "1m"});
+    assert_eq!(post(a, "/api/v1/services", &body).status, 201);
+    // RFC 7396's type, with and without parameters, in any case.
+    for ct in [
+        "application/merge-patch+json",
+        "Application/Merge-Patch+JSON; charset=utf-8",
+    ] {
+        let r = req(
+            a,
+            "PATCH",
+            "/api/v1/services/mp",
+            &[("Content-Type", ct)],
+            r#"{"tags":["t"]}"#,
+        );
+        assert_eq!(r.status, 200, "{ct}: {}", r.body);
+        assert_eq!(r.json()["tags"], json!(["t"]));
+    }
+    let r = req(a, "PATCH", "/api/v1/services/mp", &[JSON], r#"{"tags":[]}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A merge patch is not a service object: POST refuses the type, and says what it takes.
+    let r = req(
+        a,
+        "POST",
+        "/api/v1/services",
+        &[("Content-Type", "application/merge-patch+json")],
+        &json!({"name": "mp2", "url": target.url("/mp")}).to_string(),
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
+    let r = req(
+        a,
+        "PATCH",
+        "/api/v1/services/mp",
+        &[("Content-Type", "application/json-patch+json")],
+        "[]",
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
+    assert!(
+        r.body.contains("application/merge-patch+json"),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
 fn validation_errors_name_their_field() {
     let target = Target::start();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -588,9 +637,12 @@ fn validation_errors_name_their_field() {
     assert_eq!((r.status, r.error().0.as_str()), (404, "not_found"));
     let r = req(a, "PUT", "/api/v1/services", &[JSON], "{}");
     assert_eq!(r.status, 405);
-    assert_eq!(r.header("Allow").as_deref(), Some("GET, POST"));
+    assert_eq!(r.header("Allow").as_deref(), Some("GET, HEAD, POST"));
     let r = req(a, "DELETE", "/api/v1/transitions", &[], "");
-    assert_eq!((r.status, r.header("Allow").as_deref()), (405, Some("GET")));
+    assert_eq!(
+        (r.status, r.header("Allow").as_deref()),
+        (405, Some("GET, HEAD"))
+    );
     // Query parameters are checked too.
     let r = get(a, "/api/v1/services?limit=0");
     assert_eq!(r.error(), ("invalid_value".into(), Some("limit".into())));

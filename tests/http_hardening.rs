@@ -196,3 +196,207 @@ fn a_request_split_across_many_writes_is_served() {
     let out = read_all(&mut s);
     assert!(out.starts_with("HTTP/1.1 201"), "{out}");
 }
+
+/// POSTs `body_len` bytes to `url` with Python's `urllib.request`, which sends the whole body
+/// before it reads the response; prints `status N` or the exception it got.
+const URLLIB_POST: &str = r#"
+import ssl, sys, urllib.error, urllib.request
+url, size, cafile = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile) if cafile else None
+req = urllib.request.Request(url, data=b"x" * size, method="POST",
+                             headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
+        print("status", r.status)
+except urllib.error.HTTPError as e:
+    print("status", e.code)
+except Exception as e:
+    print("error", type(e).__name__, e)
+"#;
+
+fn urllib_post(url: &str, body_len: usize, cafile: Option<&std::path::Path>) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", URLLIB_POST, url, &body_len.to_string()])
+        .arg(cafile.map_or_else(Default::default, |p| p.as_os_str().to_owned()))
+        .output()
+        .expect("run python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_client_that_sends_its_body_before_reading_gets_the_413_not_a_reset() {
+    let (_d, rw) = start("    max_body_bytes: 1024\n");
+    let url = format!("http://{}/api/v1/services", rw.addr);
+    assert_eq!(urllib_post(&url, 8 << 20, None), "status 413");
+    // The connection slot is given back after the lingering close.
+    assert_eq!(rw.get("/healthz").0, 200);
+}
+
+/// A ringwatch process serving HTTPS with a leaf certificate for `127.0.0.1` from a test CA.
+struct TlsRingwatch {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    /// The CA certificate, for the client.
+    ca: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsRingwatch {
+    fn start(limits: &str) -> TlsRingwatch {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        // OpenSSL (Python's client) takes a leaf whose issuer equals its subject for
+        // self-signed; rcgen's default names are equal.
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ringwatch test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        let leaf_key = rcgen::KeyPair::generate().expect("key");
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .expect("leaf");
+        std::fs::write(dir.path().join("cert.pem"), leaf.pem()).expect("write");
+        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).expect("write");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write");
+        let port = free_port();
+        let cfg = base_config(
+            port,
+            &dir.path().join("rw.db"),
+            1,
+            &format!("  limits:\n{limits}  tls:\n    cert: cert.pem\n    key: key.pem\n"),
+        );
+        let path = dir.path().join("ringwatch.yaml");
+        std::fs::write(&path, cfg).expect("write config");
+        let child = std::process::Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn ringwatch");
+        let rw = TlsRingwatch {
+            child,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            ca: dir.path().join("ca.pem"),
+            _dir: dir,
+        };
+        // `/readyz` is HTTPS only here; with one shard, a listening socket means it serves.
+        assert!(eventually(Duration::from_secs(20), || {
+            TcpStream::connect(rw.addr).is_ok()
+        }));
+        rw
+    }
+}
+
+impl Drop for TlsRingwatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn over_tls_too_a_client_that_sends_its_body_first_gets_the_413() {
+    let rw = TlsRingwatch::start("    max_body_bytes: 1024\n");
+    let url = format!("https://{}/api/v1/services", rw.addr);
+    assert_eq!(urllib_post(&url, 8 << 20, Some(&rw.ca)), "status 413");
+}
+
+/// Splits a stream of responses, answers to `methods` in order: a HEAD answer has no body
+/// whatever its Content-Length. Returns (status, Content-Length, body) per response and
+/// asserts nothing is left over.
+fn split_responses(raw: &[u8], methods: &[&str]) -> Vec<(u16, usize, String)> {
+    let mut rest = raw;
+    let mut out = Vec::new();
+    for m in methods {
+        let i = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no head for {m} in {}", String::from_utf8_lossy(rest)));
+        let head = String::from_utf8_lossy(&rest[..i]).to_string();
+        let status = head[9..12].parse().expect("status");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.parse().ok())
+            .expect("Content-Length");
+        let body_len = if *m == "HEAD" { 0 } else { len };
+        let body = String::from_utf8_lossy(&rest[i + 4..i + 4 + body_len]).to_string();
+        out.push((status, len, body));
+        rest = &rest[i + 4 + body_len..];
+    }
+    assert!(
+        rest.is_empty(),
+        "bytes after the last response: {}",
+        String::from_utf8_lossy(rest)
+    );
+    out
+}
+
+#[test]
+fn head_is_get_without_the_body_on_every_get_route() {
+    let (_d, rw) = start("    max_body_bytes: 4096\n");
+    let paths = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/services",
+        "/api/v1/transitions",
+        "/api/v1/services/nope",
+    ];
+    // Pipelined on one keep-alive connection: a HEAD answer that carried a body would shift
+    // every later response.
+    let mut raw = String::new();
+    let mut methods = Vec::new();
+    for p in paths {
+        raw.push_str(&format!("HEAD {p} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        raw.push_str(&format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        methods.extend(["HEAD", "GET"]);
+    }
+    raw.push_str("PUT /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    methods.push("PUT");
+    let mut s = connect(&rw);
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let got = split_responses(&out, &methods);
+    for (i, p) in paths.iter().enumerate() {
+        let (head, get) = (&got[2 * i], &got[2 * i + 1]);
+        assert_eq!(head.0, get.0, "{p}: HEAD and GET status");
+        assert!(head.2.is_empty(), "{p}: HEAD body");
+        if *p == "/metrics" {
+            // The request counters move between the two; the length is the GET's all the same.
+            assert!(head.1 > 1000, "{p}: Content-Length {}", head.1);
+        } else {
+            assert_eq!(head.1, get.1, "{p}: Content-Length");
+        }
+    }
+    assert_eq!(got[0].0, 200);
+    assert_eq!(got[10].0, 404);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("\r\nAllow: GET, HEAD\r\n"), "{text}");
+}
+
+#[test]
+fn a_head_that_looks_like_a_websocket_upgrade_does_not_switch_protocols() {
+    let (_d, rw) = start("    max_body_bytes: 4096\n");
+    let mut s = connect(&rw);
+    s.write_all(
+        b"HEAD /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n\
+          GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let got = split_responses(&out, &["HEAD", "GET"]);
+    assert_eq!(
+        (got[0].0, got[1].0),
+        (400, 200),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}

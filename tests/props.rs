@@ -7,7 +7,7 @@
 use proptest::prelude::*;
 use ringwatch::api::{route, Route};
 use ringwatch::config::{api_service, HttpLimits, ServiceDefaults};
-use ringwatch::http::{parse_request, Parsed};
+use ringwatch::http::{parse_request, HttpReject, Parsed};
 use ringwatch::model::ServiceId;
 use serde_json::{json, Value};
 
@@ -302,7 +302,7 @@ impl ringwatch::http::Handler for Echo {
         )
     }
     fn on_request(&self) {}
-    fn on_reject(&self, _why: ringwatch::http::HttpReject) {}
+    fn on_reject(&self, _why: HttpReject) {}
 }
 
 /// Serves `chunks` as one connection and returns everything written.
@@ -321,7 +321,81 @@ fn serve_chunks(chunks: Vec<Vec<u8>>) -> Vec<u8> {
     v
 }
 
+/// A request head with one `Content-Length` line per value, then `rest`.
+fn with_lengths(lengths: &[String], rest: &[u8]) -> Vec<u8> {
+    let mut raw = String::from("POST /a HTTP/1.1\r\nHost: h\r\n");
+    for v in lengths {
+        raw.push_str(&format!("Content-Length: {v}\r\n"));
+    }
+    raw.push_str("\r\n");
+    let mut raw = raw.into_bytes();
+    raw.extend_from_slice(rest);
+    raw
+}
+
+/// A `Content-Length` value that is not `1*DIGIT`: signed, with a visible non-digit (other than
+/// the list comma), or too large for 64 bits.
+fn bad_length() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[+-][0-9]{1,6}",
+        "[0-9]{0,3}[!-+\\--/:-~][0-9]{0,3}",
+        "[0-9]{1,3} [0-9]{1,3}",
+        "[1-9][0-9]{20,24}",
+    ]
+}
+
 proptest! {
+    /// Two different lengths, as two lines or one list, in either order: 400 and close, and the
+    /// bytes after the head are never served as a second request (request smuggling).
+    #[test]
+    fn conflicting_content_lengths_get_400_and_close(
+        a in 0u64..2000,
+        b in 0u64..2000,
+        as_list in any::<bool>(),
+    ) {
+        prop_assume!(a != b);
+        let lengths = if as_list { vec![format!("{a}, {b}")] } else { vec![a.to_string(), b.to_string()] };
+        let mut rest = vec![b'x'; a.min(b) as usize];
+        rest.extend_from_slice(b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n");
+        let raw = with_lengths(&lengths, &rest);
+        match parse_request(&raw, &limits()) {
+            Parsed::Reject(HttpReject::Malformed, r) => prop_assert_eq!(r.status, 400),
+            other => prop_assert!(false, "{:?}", other),
+        }
+        let out = String::from_utf8_lossy(&serve_chunks(vec![raw])).to_string();
+        prop_assert!(out.starts_with("HTTP/1.1 400 "), "{}", out);
+        prop_assert!(out.contains("\r\nConnection: close\r\n"), "{}", out);
+        prop_assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{}", out);
+    }
+
+    /// A signed, non-digit or overflowing length is a 400, wherever it appears among valid ones.
+    #[test]
+    fn non_digit_content_lengths_get_400(bad in bad_length(), before in any::<bool>()) {
+        let lengths = if before { vec![bad.clone(), "3".into()] } else { vec!["3".into(), bad.clone()] };
+        for raw in [with_lengths(std::slice::from_ref(&bad), b"abc"), with_lengths(&lengths, b"abc")] {
+            match parse_request(&raw, &limits()) {
+                Parsed::Reject(HttpReject::Malformed, r) => prop_assert_eq!(r.status, 400, "{:?}", bad),
+                other => prop_assert!(false, "{:?}: {:?}", bad, other),
+            }
+        }
+    }
+
+    /// One length repeated, as lines or as a list, frames the body like the length once.
+    #[test]
+    fn identical_content_lengths_are_one_length(n in 0usize..=512, times in 2usize..4, as_list in any::<bool>()) {
+        let lengths = if as_list { vec![vec![n.to_string(); times].join(", ")] } else { vec![n.to_string(); times] };
+        let mut rest = vec![b'y'; n];
+        rest.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let raw = with_lengths(&lengths, &rest);
+        match parse_request(&raw, &limits()) {
+            Parsed::Complete { req, len, .. } => {
+                prop_assert_eq!(req.body.len(), n);
+                prop_assert_eq!(len, raw.len() - 18);
+            }
+            other => prop_assert!(false, "{:?}", other),
+        }
+    }
+
     /// However the bytes of pipelined requests are split across reads, the server answers the
     /// same, in order. (A request split across reads was corrupted before the fix.)
     #[test]

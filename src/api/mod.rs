@@ -211,12 +211,23 @@ pub fn limit_param(pairs: &[(String, String)]) -> Result<usize, ApiError> {
 pub fn json_body(req: &Request) -> Result<Value, ApiError> {
     let ct = req.header("content-type").unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case("application/json") {
+    // A PATCH body is a JSON merge patch, whose registered type is
+    // application/merge-patch+json (RFC 7396); plain JSON stays accepted for curl users. A
+    // merge patch is no service object, so POST takes application/json only.
+    let patch = req.method == "PATCH";
+    let accepted = mime.eq_ignore_ascii_case("application/json")
+        || (patch && mime.eq_ignore_ascii_case("application/merge-patch+json"));
+    if !accepted {
         return Err(ApiError {
             status: 415,
             code: "unsupported_media_type",
             message: format!(
-                "Content-Type must be application/json (got {})",
+                "Content-Type must be application/json{} (got {})",
+                if patch {
+                    " or application/merge-patch+json"
+                } else {
+                    ""
+                },
                 if ct.is_empty() { "none" } else { ct }
             ),
             field: None,

@@ -88,11 +88,11 @@ pub fn route(method: &str, path: &str) -> Result<Route, RouteError> {
         ["services"] => match m {
             "GET" => Ok(Route::ListServices),
             "POST" => Ok(Route::CreateService),
-            _ => Err(na("GET, POST")),
+            _ => Err(na("GET, HEAD, POST")),
         },
         ["transitions"] => match m {
             "GET" => Ok(Route::Transitions),
-            _ => Err(na("GET")),
+            _ => Err(na("GET, HEAD")),
         },
         ["services", id] => {
             let id = parse_id(id).ok_or(RouteError::NotFound)?;
@@ -100,7 +100,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, RouteError> {
                 "GET" => Ok(Route::GetService(id)),
                 "PATCH" => Ok(Route::PatchService(id)),
                 "DELETE" => Ok(Route::DeleteService(id)),
-                _ => Err(na("GET, PATCH, DELETE")),
+                _ => Err(na("GET, HEAD, PATCH, DELETE")),
             }
         }
         ["services", id, action] => {
@@ -111,7 +111,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, RouteError> {
                 ("results", "GET") => Ok(Route::Results(id)),
                 ("transitions", "GET") => Ok(Route::ServiceTransitions(id)),
                 ("pause" | "resume", _) => Err(na("POST")),
-                ("results" | "transitions", _) => Err(na("GET")),
+                ("results" | "transitions", _) => Err(na("GET, HEAD")),
                 _ => Err(RouteError::NotFound),
             }
         }
@@ -142,7 +142,7 @@ mod tests {
         );
         assert_eq!(
             route("PUT", "/api/v1/services/a"),
-            Err(RouteError::MethodNotAllowed("GET, PATCH, DELETE"))
+            Err(RouteError::MethodNotAllowed("GET, HEAD, PATCH, DELETE"))
         );
         assert_eq!(route("GET", "/api/v1/nope"), Err(RouteError::NotFound));
         assert_eq!(route("GET", "/api/v1"), Err(RouteError::NotFound));

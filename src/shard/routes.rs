@@ -49,10 +49,12 @@ impl http::Handler for Shard {
                     Response::text(503, "starting\n")
                 }
             }
-            (_, "/metrics" | "/healthz" | "/readyz") => {
-                Response::error(405, "method_not_allowed", "only GET is allowed here")
-                    .with_header("Allow", "GET")
-            }
+            (_, "/metrics" | "/healthz" | "/readyz") => Response::error(
+                405,
+                "method_not_allowed",
+                "only GET and HEAD are allowed here",
+            )
+            .with_header("Allow", "GET, HEAD"),
             (_, p) if p.starts_with("/api/") => {
                 let r = crate::api::handle(self, &req).await;
                 self.stats.borrow_mut().front.api_response(r.status);

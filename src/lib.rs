@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod dns;
 pub mod event;
+pub mod healthcheck;
 pub mod http;
 pub mod mesh;
 pub mod model;

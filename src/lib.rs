@@ -16,6 +16,7 @@ pub mod notify;
 pub mod probe;
 pub mod sched;
 pub mod server;
+pub mod service_manager;
 pub mod shard;
 pub mod state;
 pub mod stats;

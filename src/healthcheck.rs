@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{parse_url, Config};
+use crate::config::parse_url;
 use crate::model::{Scheme, Target};
 
 /// Default time allowed for the whole check (connect, TLS, request, response head).
@@ -127,8 +127,8 @@ pub fn target_for_url(url: &str) -> Result<CheckTarget, HealthError> {
     Ok(CheckTarget { target, addr })
 }
 
-/// Resolves what to check from the command line: `--url` first, then the config, then the
-/// default listen address.
+/// Resolves what to check from the command line: `--url` first, then the config's `server`
+/// section, then the default listen address.
 pub fn resolve(config: Option<&Path>, url: Option<&str>) -> Result<CheckTarget, HealthError> {
     if let Some(url) = url {
         return target_for_url(url);
@@ -139,12 +139,55 @@ pub fn resolve(config: Option<&Path>, url: Option<&str>) -> Result<CheckTarget, 
             false,
         ));
     };
-    let cfg =
-        Config::load(path).map_err(|e| HealthError::Usage(format!("{}: {e}", path.display())))?;
-    Ok(target_for_listen(
-        cfg.server.listen,
-        cfg.server.tls.is_some(),
-    ))
+    let (listen, tls) = read_server(path)?;
+    Ok(target_for_listen(listen, tls))
+}
+
+/// The top level of the config file, reduced to what the check needs; every other key is
+/// skipped unread, not validated.
+#[derive(serde::Deserialize)]
+struct TopLevel {
+    server: Option<ServerKeys>,
+}
+
+/// `server.listen` and whether `server.tls` is set.
+#[derive(serde::Deserialize)]
+struct ServerKeys {
+    listen: Option<String>,
+    tls: Option<serde::de::IgnoredAny>,
+}
+
+/// Reads `server.listen` (default 127.0.0.1:8080) and whether `server.tls` is set, without
+/// loading the rest: a full `Config::load` of a 100,000-service file takes about a second and
+/// 150-180 MB (docs/perf.md), too much to repeat every few seconds beside the monitor. The
+/// running server validated the whole file already.
+pub fn read_server(path: &Path) -> Result<(SocketAddr, bool), HealthError> {
+    let usage = |what: String| HealthError::Usage(format!("{}: {what}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read: {e}")))?;
+    let parse = |text: &str| {
+        let opts = serde_saphyr::Options {
+            budget: Some(crate::config::yaml_budget()),
+            ..serde_saphyr::Options::default()
+        };
+        serde_saphyr::from_str_with_options::<Option<TopLevel>>(text, opts)
+    };
+    // The `server:` block alone parses in microseconds; the whole file (still skipping the
+    // services) is the fallback for layouts the cut does not handle (flow style, aliases).
+    let top = match server_block(&text).map(|block| parse(&block)) {
+        Some(Ok(top)) => top,
+        _ => parse(&text).map_err(|e| usage(format!("not a config file: {e}")))?,
+    };
+    let server = top.and_then(|t| t.server);
+    let tls = server.as_ref().is_some_and(|s| s.tls.is_some());
+    let listen = match server.and_then(|s| s.listen) {
+        None => SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+        Some(text) => text.trim().parse().map_err(|_| {
+            usage(format!(
+                "server.listen: invalid address \"{text}\" (expected IP:port)"
+            ))
+        })?,
+    };
+    Ok((listen, tls))
 }
 
 /// `ringwatch healthcheck`: checks, prints one line, and returns the exit code (0 = ready).
@@ -160,6 +203,21 @@ pub fn cli(config: Option<&Path>, url: Option<&str>, timeout: Duration) -> ExitC
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The lines of the top-level `server:` block (the key at column 0, then every indented,
+/// blank or comment line), or None when the file has no such line.
+fn server_block(text: &str) -> Option<String> {
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("server:"));
+    let first = lines.next()?;
+    let mut block = String::from(first);
+    for line in lines.take_while(|l| {
+        l.is_empty() || l.starts_with(' ') || l.starts_with('\t') || l.starts_with('#')
+    }) {
+        block.push('\n');
+        block.push_str(line);
+    }
+    Some(block)
 }
 
 /// GETs the target once within `timeout`; Ok only for HTTP 200.
@@ -307,6 +365,38 @@ mod tests {
             target_for_url("ftp://x"),
             Err(HealthError::Usage(_))
         ));
+    }
+
+    #[test]
+    fn reads_listen_and_tls_from_the_server_block_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        let mut text = String::from(
+            "# comment\nlog: {level: info}\nserver:\n  shards: 2\n\n  # x\n  listen: 0.0.0.0:9100\n  tls:\n    cert: c.pem\n    key: k.pem\nservices:\n",
+        );
+        for i in 0..3 {
+            text.push_str(&format!("  - {{name: s{i}, url: \"http://x/\"}}\n"));
+        }
+        std::fs::write(&path, &text).expect("write");
+        assert_eq!(
+            read_server(&path).expect("read"),
+            ("0.0.0.0:9100".parse().expect("addr"), true)
+        );
+        // Flow style at the top: the cut finds nothing, the whole-file parse answers.
+        std::fs::write(&path, "{server: {listen: \"127.0.0.1:9101\"}}\n").expect("write");
+        assert_eq!(
+            read_server(&path).expect("read"),
+            ("127.0.0.1:9101".parse().expect("addr"), false)
+        );
+        std::fs::write(&path, "").expect("write");
+        assert_eq!(
+            read_server(&path).expect("read"),
+            ("127.0.0.1:8080".parse().expect("addr"), false)
+        );
+        std::fs::write(&path, "server:\n  listen: nowhere\n").expect("write");
+        assert!(matches!(read_server(&path), Err(HealthError::Usage(_))));
+        std::fs::write(&path, "server: [\n").expect("write");
+        assert!(matches!(read_server(&path), Err(HealthError::Usage(_))));
     }
 
     #[test]

@@ -13,7 +13,8 @@ echo 'fn main() {}' > loadtest/src/main.rs
 : > loadtest/src/lib.rs
 : > bench/src/lib.rs
 # One file per [[bench]] name (cargo refuses a manifest whose bench file is missing).
-for b in $(awk '/^\[\[bench\]\]/ { inb = 1; next } /^\[/ { inb = 0 }
-                inb && /^name *=/ { gsub(/^name *= *"|"$/, ""); print }' bench/Cargo.toml); do
-  echo 'fn main() {}' > "bench/benches/$b.rs"
-done
+awk '/^\[\[bench\]\]/ { inb = 1; next } /^\[/ { inb = 0 }
+     inb && /^name *=/ { gsub(/^name *= *"|"$/, ""); print }' bench/Cargo.toml |
+  while read -r b; do
+    echo 'fn main() {}' > "bench/benches/$b.rs"
+  done

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-deps.sh
+scripts/check-packaging.sh   # compose, systemd unit, alert rules, Dockerfile (static; seconds)
 # Integration tests start many short-lived servers; give them room.
 ulimit -n 65536 2>/dev/null || true
 cargo fmt --all -- --check

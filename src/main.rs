@@ -1,4 +1,4 @@
-//! `ringwatch`: run the monitor, or check a config file.
+//! `ringwatch`: run the monitor, check a config file, or check a running monitor's readiness.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +35,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// GET /readyz of a running monitor: exit 0 when ready, 1 when not (for HEALTHCHECK).
+    Healthcheck {
+        /// YAML config file: checks its `server.listen` (https when `server.tls` is set).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// URL to check instead (`/readyz` when it has no path); default http://127.0.0.1:8080.
+        #[arg(long, conflicts_with = "config")]
+        url: Option<String>,
+        /// Time allowed for the whole check, e.g. `2s`, `500ms`.
+        #[arg(long, default_value = "2s", value_parser = ringwatch::config::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -55,6 +67,11 @@ fn init_logging(level: &str, format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Healthcheck {
+            config,
+            url,
+            timeout,
+        } => ringwatch::roles::healthcheck::cli(config.as_deref(), url.as_deref(), timeout),
         Command::Check { config } => match Config::load(&config) {
             Ok(cfg) => {
                 println!(

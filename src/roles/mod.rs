@@ -6,6 +6,8 @@
 //! cluster roles cut the same pipeline at the seams of `pipeline::seam` and wire the cut ends
 //! to Redis Streams and PostgreSQL instead.
 
+pub mod healthcheck;
+pub mod service_manager;
 pub mod standalone;
 
 pub use standalone::{shard_count, start, Running, ServerError};

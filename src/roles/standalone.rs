@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use super::service_manager;
 use crate::config::{Config, ConfigError};
 use crate::model::ServiceSpec;
 use crate::pipeline::judge::SeqCounter;
@@ -300,9 +301,11 @@ impl Running {
                 what: "installing signal handlers",
                 source,
             })?;
+        service_manager::started(self.listen, self.shared.mesh.shards()); // sd_notify READY=1
         for sig in signals.forever() {
             match sig {
-                SIGHUP => match self.reload() {
+                // sd_notify RELOADING=1 before, READY=1 after
+                SIGHUP => match service_manager::reload(|| self.reload()) {
                     Ok(n) => tracing::info!(services = n, "config reloaded"),
                     Err(e) => {
                         tracing::error!(error = %e, "reload refused; keeping the running config")
@@ -310,6 +313,7 @@ impl Running {
                 },
                 _ => {
                     tracing::info!(signal = sig, "shutting down");
+                    service_manager::stopping(); // sd_notify STOPPING=1
                     break;
                 }
             }

@@ -18,12 +18,13 @@ use signal_hook::iterator::Signals;
 use super::service_manager;
 use crate::config::{Config, ConfigError};
 use crate::model::ServiceSpec;
-use crate::pipeline::judge::SeqCounter;
+use crate::model::{Status, Transition};
+use crate::pipeline::event::Event;
 use crate::rt::dns::ResolverHandle;
 use crate::rt::mesh::{From, Mesh};
 use crate::shard::{self, ShardMsg, Shared};
 use crate::store::reader::ReadPool;
-use crate::store::{self, StoreError, Writer};
+use crate::store::{self, LastState, Publish, StoreError, Writer};
 use crate::ws::ResultInterest;
 
 /// Why the server could not start or stopped badly.
@@ -101,7 +102,7 @@ const READ_QUEUE: usize = 256;
 ///
 /// A stored service that no longer validates (e.g. `defaults` changed) or whose name is now
 /// taken by a config service is skipped with a warning; its row and results stay.
-fn open_reader(cfg: &Config) -> Result<(store::reader::ReadPool, Vec<ServiceSpec>), ServerError> {
+fn open_reader(cfg: &Config) -> Result<Stored, ServerError> {
     let storage = cfg.storage.clone();
     let reader = ReadPool::open(
         move || store::open_reader(&storage),
@@ -127,7 +128,45 @@ fn open_reader(cfg: &Config) -> Result<(store::reader::ReadPool, Vec<ServiceSpec
             Err(e) => tracing::warn!(service = %row.name, error = %e, "stored API service skipped"),
         }
     }
-    Ok((reader, out))
+    Ok(Stored {
+        reader,
+        api_services: out,
+        last_states: ro.last_states()?,
+    })
+}
+
+/// What start-up reads from the store besides the writer's `StoreInfo`.
+struct Stored {
+    /// The read pool for the API and `since`.
+    reader: ReadPool,
+    /// API-defined services to run.
+    api_services: Vec<ServiceSpec>,
+    /// Each service's last stored status.
+    last_states: Vec<LastState>,
+}
+
+/// Publishes committed transitions to every shard's clients: encodes each event once on the
+/// writer thread and hands the same buffer to every shard through the mesh's store rings.
+struct MeshPublisher {
+    mesh: Arc<Mesh<ShardMsg>>,
+}
+
+impl Publish for MeshPublisher {
+    fn transition(&mut self, t: &Transition, spec: &Arc<ServiceSpec>, born: Instant) {
+        if t.to == Status::Down {
+            tracing::warn!(service = %t.service, seq = t.seq, from = t.from.as_str(), to = t.to.as_str(), error = t.error.as_deref().unwrap_or(""), "service down");
+        } else {
+            tracing::info!(service = %t.service, seq = t.seq, from = t.from.as_str(), to = t.to.as_str(), "service up");
+        }
+        let event = Event::live_transition(t, spec.clone(), born);
+        for to in 0..self.mesh.shards() {
+            // A full ring drops the event for that shard's clients; the mesh counts it, and a
+            // client can resume from the store with `since`.
+            let _ = self
+                .mesh
+                .send(From::Store, to, ShardMsg::Event(event.clone()));
+        }
+    }
 }
 
 /// A running server: its threads and how to stop them.
@@ -144,23 +183,24 @@ pub struct Running {
 pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError> {
     let n = shard_count(cfg.server.shards);
     cfg.server.listen = concrete_listen_addr(cfg.server.listen)?;
+    let mesh = Mesh::new(n, MESH_CAPACITY);
     let mut backend = store::open(&cfg.storage)?;
     backend.sync_services(&cfg.services)?;
-    let (writer, handle, info) = Writer::spawn(backend, &cfg.storage)?;
-    let (reader, api_services) = open_reader(&cfg)?;
-    let resolver = ResolverHandle::spawn(cfg.server.resolver);
+    let publisher = Box::new(MeshPublisher { mesh: mesh.clone() });
+    let spawned = Writer::spawn_publishing(backend, &cfg.storage, publisher)?;
+    let stored = open_reader(&cfg)?;
     let shared = Arc::new(Shared {
-        mesh: Mesh::new(n, MESH_CAPACITY),
-        store: handle,
-        seq: SeqCounter::starting_after(info.max_seq),
-        resolver,
+        mesh,
+        store: spawned.handle,
+        seq: spawned.latest,
+        resolver: ResolverHandle::spawn(cfg.server.resolver),
         server: cfg.server.clone(),
         started: Instant::now(),
         shards_ready: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
         auth: crate::auth::Auth::new(&cfg.auth),
-        reader,
-        registry: writer.registry(),
+        reader: stored.reader,
+        registry: spawned.writer.registry(),
         defaults: cfg.defaults.clone(),
         interest: ResultInterest::default(),
     });
@@ -170,54 +210,15 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
             "auth is off: anyone who can reach this port can change services"
         );
     }
-    let api_total = api_services.len();
-    cfg.services.extend(api_services);
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let mut threads = Vec::with_capacity(n);
-    let (tx, rx) = std::sync::mpsc::channel();
+    let api_total = stored.api_services.len();
+    cfg.services.extend(stored.api_services);
     let total = cfg.services.len();
-    for (id, services) in partition(std::mem::take(&mut cfg.services), n)
-        .into_iter()
-        .enumerate()
-    {
-        let shared = shared.clone();
-        let tx = tx.clone();
-        let cpu = cfg.server.pin.then_some(id % cores);
-        let t = std::thread::Builder::new()
-            .name(format!("shard-{id}"))
-            .spawn(move || shard::run(id, cpu, shared, services, tx))
-            .map_err(|source| ServerError::Os {
-                what: "spawning a shard thread",
-                source,
-            })?;
-        threads.push(t);
-    }
-    drop(tx);
-    let mut failure = None;
-    for id in 0..n {
-        match rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(source)) => {
-                failure.get_or_insert(ServerError::Listen {
-                    shard: id,
-                    addr: cfg.server.listen,
-                    source,
-                });
-            }
-            Err(_) => {
-                failure.get_or_insert(ServerError::Os {
-                    what: "starting shards",
-                    source: std::io::Error::other("a shard thread exited during start"),
-                });
-            }
-        }
-    }
+    let services = partition(std::mem::take(&mut cfg.services), n);
+    let (threads, failure) = spawn_shards(&shared, &cfg.server, services, stored.last_states)?;
     let running = Running {
         shared,
         shards: threads,
-        writer,
+        writer: spawned.writer,
         config_path: config_path.to_path_buf(),
         listen: cfg.server.listen,
     };
@@ -231,10 +232,61 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
         services = total,
         api_services = api_total,
         tls = cfg.server.tls.is_some(),
-        seq = info.max_seq,
+        seq = spawned.info.max_seq,
         "ringwatch listening"
     );
     Ok(running)
+}
+
+/// Starts one thread per shard with its services and their restored statuses, and waits for
+/// every shard to listen; returns the threads and the first start-up failure.
+fn spawn_shards(
+    shared: &Arc<Shared>,
+    server: &crate::config::ServerConfig,
+    services: Vec<Vec<Arc<ServiceSpec>>>,
+    last_states: Vec<LastState>,
+) -> Result<(Vec<JoinHandle<()>>, Option<ServerError>), ServerError> {
+    let n = services.len();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut restored = vec![Vec::new(); n];
+    for st in last_states {
+        restored[st.service_id.owner(n)].push(st);
+    }
+    let mut threads = Vec::with_capacity(n);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (id, (services, restored)) in services.into_iter().zip(restored).enumerate() {
+        let shared = shared.clone();
+        let tx = tx.clone();
+        let cpu = server.pin.then_some(id % cores);
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || shard::run(id, cpu, shared, services, restored, tx))
+            .map_err(|source| ServerError::Os {
+                what: "spawning a shard thread",
+                source,
+            })?;
+        threads.push(t);
+    }
+    drop(tx);
+    let mut failure = None;
+    for id in 0..n {
+        let err = match rx.recv() {
+            Ok(Ok(())) => continue,
+            Ok(Err(source)) => ServerError::Listen {
+                shard: id,
+                addr: server.listen,
+                source,
+            },
+            Err(_) => ServerError::Os {
+                what: "starting shards",
+                source: std::io::Error::other("a shard thread exited during start"),
+            },
+        };
+        failure.get_or_insert(err);
+    }
+    Ok((threads, failure))
 }
 
 impl Running {

@@ -2,6 +2,7 @@
 //! snapshots. The shard that answers asks the others through the mesh, merges, and renders;
 //! each component renders its own families (`pipeline::stats`, `probe`, `store`, `ws`).
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::messages::ShardMsg;
@@ -199,8 +200,11 @@ impl Shard {
         snaps.sort_by_key(|s| s.shard);
         let mut w = Exposition::default();
         self.render_process(&mut w, &snaps);
-        let merged = render_shards(&mut w, &snaps);
-        self.shared.store.render(&mut w, self.shared.seq.latest());
+        // Transition events are encoded once by the store's publisher, result events by their
+        // origin shard: the encoded count is both.
+        let published = self.shared.store.counters.published.load(Ordering::Relaxed);
+        let merged = render_shards(&mut w, &snaps, published);
+        self.shared.store.render(&mut w, self.shared.seq.get());
         merged.ws.render(&mut w, &self.shared.interest);
         w.finish()
     }
@@ -247,7 +251,7 @@ impl Shard {
 
 /// Merges the shards' snapshots and renders the per-shard and merged families; returns the
 /// merged stats for the families rendered after it.
-fn render_shards(w: &mut Exposition, snaps: &[StatsSnapshot]) -> ShardStats {
+fn render_shards(w: &mut Exposition, snaps: &[StatsSnapshot], published: u64) -> ShardStats {
     let mut merged = ShardStats::default();
     let (mut services, mut paused, mut inflight, mut mesh_dropped) = ([0u64; 3], 0, 0, 0);
     let mut prober = ProberCounters::default();
@@ -259,6 +263,7 @@ fn render_shards(w: &mut Exposition, snaps: &[StatsSnapshot]) -> ShardStats {
         prober.merge(&s.prober);
         mesh_dropped += s.mesh_dropped;
     }
+    merged.pipeline.events_encoded += published;
     merged.pipeline.render(w);
     per_shard(
         w,
@@ -348,7 +353,7 @@ mod tests {
     #[test]
     fn merges_shards_and_renders_text_format() {
         let mut w = Exposition::default();
-        render_shards(&mut w, &[snap(0), snap(1)]);
+        render_shards(&mut w, &[snap(0), snap(1)], 0);
         let text = w.finish();
         assert!(text.contains("ringwatch_probes_total{outcome=\"ok\"} 2\n"));
         assert!(text.contains("ringwatch_probes_total{outcome=\"timeout\"} 2\n"));

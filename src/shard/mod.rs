@@ -29,7 +29,6 @@ use std::time::Instant;
 
 use crate::config::{ServerConfig, ServiceDefaults};
 use crate::model::ServiceSpec;
-use crate::pipeline::judge::SeqCounter;
 use crate::pipeline::sched::Scheduler;
 use crate::pipeline::seam::Routes;
 use crate::probe::Prober;
@@ -38,7 +37,7 @@ use crate::rt::mesh::Mesh;
 use crate::rt::notify::Notify;
 use crate::rt::table::Table;
 use crate::store::reader::ReadPool;
-use crate::store::{RegistryHandle, StoreHandle};
+use crate::store::{LastState, LatestSeq, RegistryHandle, StoreHandle};
 use crate::ws::{self, ResultInterest};
 
 pub use gather::{FrontStats, ShardStats, StatsSnapshot};
@@ -53,8 +52,8 @@ pub struct Shared {
     pub mesh: Arc<Mesh<ShardMsg>>,
     /// Producer side of the storage writer queue.
     pub store: StoreHandle,
-    /// Global transition seq.
-    pub seq: SeqCounter,
+    /// The latest transition seq committed and published (the writer advances it).
+    pub seq: LatestSeq,
     /// DNS resolver threads.
     pub resolver: ResolverHandle,
     /// Server settings.
@@ -140,6 +139,7 @@ pub fn run(
     cpu: Option<usize>,
     shared: Arc<Shared>,
     services: Vec<Arc<ServiceSpec>>,
+    restored: Vec<LastState>,
     started: std::sync::mpsc::Sender<io::Result<()>>,
 ) {
     if let Some(cpu) = cpu {
@@ -168,6 +168,7 @@ pub fn run(
         for spec in services {
             shard.upsert(spec);
         }
+        shard.restore(&restored);
         monoio::spawn(shard.clone().accept_loop(listener));
         monoio::spawn(shard.clone().scheduler_loop());
         monoio::spawn(shard.hub.clone().tick_loop());

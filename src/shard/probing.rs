@@ -1,5 +1,7 @@
 //! The pipeline on a shard: the scheduler loop hands due jobs to the prober, and a finished
-//! probe is observed (state machine), recorded (store) and published (fan-out).
+//! probe is observed (state machine), recorded (store) and published (fan-out). Transitions are
+//! published by the storage writer once committed (`store::Publish`); result events, which
+//! have no seq and are not stored as events, are published from here.
 //!
 //! Each step crosses a seam of `pipeline::seam` through the shard's `Routes`: standalone, all
 //! of them stay on this shard and nothing is copied or locked on the way.
@@ -10,15 +12,15 @@ use std::time::{Duration, Instant};
 
 use super::messages::ShardMsg;
 use super::Shard;
-use crate::model::{ProbeResult, Status, Transition, UnixMillis};
-use crate::pipeline::event::{Event, EventKind};
+use crate::model::{Decided, ProbeResult, UnixMillis};
+use crate::pipeline::event::Event;
 use crate::pipeline::sched::{self, Due};
 use crate::pipeline::seam::{Dispatch, Job, JobRoute, ResultRoute};
 use crate::pipeline::stats::Skip;
 use crate::probe::plan::Plan;
 use crate::rt::mesh::From;
-use crate::rt::table::prefetch_read;
-use crate::store::Record;
+use crate::rt::table::{prefetch_read, SlotId};
+use crate::store::TransitionRecord;
 
 /// When a probe ended: `born` on the monotonic clock (push latency is measured from it) and
 /// `now` on the wall clock (transition and result times).
@@ -164,7 +166,7 @@ impl Shard {
     fn finish_probe(
         &self,
         plan: &Plan,
-        at: crate::rt::table::SlotId,
+        at: SlotId,
         result: ProbeResult,
         lag: Duration,
         ended: Ended,
@@ -177,24 +179,14 @@ impl Shard {
             out.push(result);
             return;
         }
-        let transition = self.observe(plan, at, &result, ended.now);
+        self.observe(plan, at, &result, ended);
         // Result events are encoded only while some client asked for them.
-        let result_event = self
-            .shared
-            .interest
-            .wanted()
-            .then(|| self.result_event(plan, &result, ended))
-            .flatten();
-        let transition_event = transition
-            .as_ref()
-            .map(|t| Event::live_transition(t, plan.spec.clone(), ended.born));
-        self.record(result, transition);
-        if let Some(e) = transition_event {
-            self.publish(e);
+        if self.shared.interest.wanted() {
+            if let Some(e) = self.result_event(plan, &result, ended) {
+                self.publish(e);
+            }
         }
-        if let Some(e) = result_event {
-            self.publish(e);
-        }
+        self.record(result);
     }
 
     /// Stats and the probe's log line.
@@ -222,7 +214,7 @@ impl Shard {
     }
 
     /// Marks the slot's probe finished (when the slot still holds this service).
-    fn release(&self, plan: &Plan, at: crate::rt::table::SlotId, latency: Duration) {
+    fn release(&self, plan: &Plan, at: SlotId, latency: Duration) {
         let mut services = self.services.borrow_mut();
         if let Some(slot) = services.at_mut(at).filter(|s| s.plan.id == plan.id) {
             slot.running = false;
@@ -230,45 +222,49 @@ impl Shard {
         }
     }
 
-    /// The state machine: folds the result into the service's health; a transition when a
-    /// threshold is crossed. The service may have been removed while its probe ran (and its
-    /// slot reused by another): then the result is kept and no state moves.
-    fn observe(
-        &self,
-        plan: &Plan,
-        at: crate::rt::table::SlotId,
-        result: &ProbeResult,
-        now: UnixMillis,
-    ) -> Option<Transition> {
+    /// The state machine: folds the result into the service's health. A crossed threshold
+    /// becomes a decided transition in the store's transition lane; the writer numbers,
+    /// commits and publishes it. If the lane refuses it (the store has been down for long),
+    /// the health stays as it was, so the next result decides again and nothing is lost.
+    /// The service may have been removed while its probe ran (and its slot reused by another):
+    /// then the result is kept and no state moves.
+    fn observe(&self, plan: &Plan, at: SlotId, result: &ProbeResult, ended: Ended) {
         let mut services = self.services.borrow_mut();
-        let slot = services.at_mut(at).filter(|s| s.plan.id == plan.id)?;
+        let Some(slot) = services.at_mut(at).filter(|s| s.plan.id == plan.id) else {
+            return;
+        };
         slot.running = false;
         slot.last_latency = result.timings.total;
-        let change = slot.health.observe(
+        let before = slot.health;
+        let Some(change) = slot.health.observe(
             result.ok(),
-            now,
+            ended.now,
             slot.plan.failure_threshold,
             slot.plan.success_threshold,
-        )?;
-        let t = Transition {
-            seq: self.shared.seq.next(),
-            service_id: plan.id,
-            service: plan.spec.name.clone(),
-            from: change.from,
-            to: change.to,
-            at: now,
-            latency: result.timings.total,
-            status_code: result.status_code,
-            error: result.error.clone(),
+        ) else {
+            return;
         };
+        let record = TransitionRecord {
+            decided: Decided {
+                service_id: plan.id,
+                service: plan.spec.name.clone(),
+                from: change.from,
+                to: change.to,
+                at: ended.now,
+                latency: result.timings.total,
+                status_code: result.status_code,
+                error: result.error.clone(),
+            },
+            spec: plan.spec.clone(),
+            born: ended.born,
+        };
+        if self.shared.store.push_transition(record).is_err() {
+            // Counted by the store handle (`ringwatch_transitions_deferred_total`).
+            slot.health = before;
+            return;
+        }
         drop(services);
         self.stats.borrow_mut().pipeline.transitions += 1;
-        if t.to == Status::Down {
-            tracing::warn!(service = %t.service, seq = t.seq, from = t.from.as_str(), to = t.to.as_str(), error = t.error.as_deref().unwrap_or(""), "service down");
-        } else {
-            tracing::info!(service = %t.service, seq = t.seq, from = t.from.as_str(), to = t.to.as_str(), "service up");
-        }
-        Some(t)
     }
 
     /// A result event for clients that asked for results (encoded once, here).
@@ -284,21 +280,15 @@ impl Shard {
         ))
     }
 
-    /// Hands the result (and the transition it caused) to the storage writer.
-    fn record(&self, result: ProbeResult, transition: Option<Transition>) {
-        if !self.shared.store.push(Record::Result(result)) {
+    /// Hands the result to the storage writer (dropped and counted when its lane is full).
+    fn record(&self, result: ProbeResult) {
+        if !self.shared.store.push_result(result) {
             self.stats.borrow_mut().pipeline.results_dropped += 1;
-        }
-        if let Some(t) = transition {
-            self.shared.store.push(Record::Transition(t));
         }
     }
 
     /// Sends an event to every other shard and delivers it locally.
     pub(super) fn publish(&self, event: Arc<Event>) {
-        if event.kind == EventKind::Transition {
-            self.stats.borrow_mut().pipeline.events_encoded += 1;
-        }
         for to in 0..self.shared.mesh.shards() {
             if to != self.id {
                 // A full ring drops the event for that shard's clients; the mesh counts it.

@@ -99,7 +99,7 @@ impl Host for Shard {
     }
 
     fn latest_seq(&self) -> u64 {
-        self.shared.seq.latest()
+        self.shared.seq.get()
     }
 
     fn api_local(&self) -> &Local {
@@ -139,7 +139,7 @@ impl Feed for Shard {
     }
 
     fn latest_seq(&self) -> u64 {
-        self.shared.seq.latest()
+        self.shared.seq.get()
     }
 
     fn snapshot(&self) -> impl Future<Output = Vec<ServiceState>> {

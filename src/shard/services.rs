@@ -12,6 +12,7 @@ use crate::model::{round_ms, ServiceId, ServiceSpec, Source, UnixMillis};
 use crate::pipeline::judge::Health;
 use crate::pipeline::sched::{self, Due};
 use crate::probe::plan::Plan;
+use crate::store::LastState;
 use crate::ws::protocol::ServiceState;
 
 /// A service as its shard holds it.
@@ -123,6 +124,26 @@ impl Shard {
             changed,
             removed = removed.len(),
             "config services reconciled"
+        );
+    }
+
+    /// Gives owned services the status their latest stored transition left them in, so a
+    /// restart announces nothing that did not change.
+    pub(super) fn restore(&self, states: &[LastState]) {
+        let mut services = self.services.borrow_mut();
+        let mut restored = 0usize;
+        for st in states {
+            if let Some(at) = services.slot_of(st.service_id) {
+                if let Some(slot) = services.at_mut(at) {
+                    slot.health = Health::restored(st.status, st.since);
+                    restored += 1;
+                }
+            }
+        }
+        tracing::debug!(
+            shard = self.id,
+            restored,
+            "statuses restored from the store"
         );
     }
 

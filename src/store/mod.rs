@@ -9,11 +9,13 @@
 //! different connections and different failure handling; neither the writer, the read pool, the
 //! API nor the WebSocket resume knows which backend is behind them.
 
+mod handle;
 pub mod reader;
 pub mod sqlite;
 mod writer;
 
-pub use writer::{RegistryHandle, RegistryWrite, StoreHandle, Writer};
+pub use handle::{RegistryHandle, RegistryWrite, StoreHandle};
+pub use writer::{LatestSeq, Publish, Spawned, Writer, TRANSITION_LANE};
 
 use std::sync::atomic::AtomicU64;
 
@@ -39,6 +41,17 @@ pub enum StoreError {
         /// Driver message.
         reason: String,
     },
+}
+
+/// A decided transition in its lane, with what its event needs once it is numbered.
+#[derive(Debug, Clone)]
+pub struct TransitionRecord {
+    /// The change.
+    pub decided: crate::model::Decided,
+    /// The service's definition (its tags, for subscription filters).
+    pub spec: std::sync::Arc<ServiceSpec>,
+    /// When the deciding probe ended (push latency is measured from it).
+    pub born: std::time::Instant,
 }
 
 /// One record for the append-only log.
@@ -185,8 +198,12 @@ pub struct Pruned {
 pub struct StoreCounters {
     /// Records accepted into the queue.
     pub enqueued: AtomicU64,
-    /// Records dropped because the queue was full (or the writer was gone).
+    /// Results dropped because their lane was full (or the writer was gone).
     pub dropped: AtomicU64,
+    /// Transitions refused because their lane was full (the shard deferred the change).
+    pub deferred: AtomicU64,
+    /// Transitions committed and handed to the fan-out (each encoded once).
+    pub published: AtomicU64,
     /// Records committed (duplicates ignored by the store included).
     pub written: AtomicU64,
     /// Append attempts that failed (each retry of a batch counts once).

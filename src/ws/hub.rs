@@ -13,7 +13,7 @@
 //! writer task (`conn::writer`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -577,21 +577,6 @@ impl Hub {
         c.pending.set(false);
         *c.skip.borrow_mut() = None;
         self.set_filter(c, None);
-    }
-
-    /// True when a replay from the store would leave a hole between `since` and what this
-    /// shard has seen (the store lags by up to a flush interval): worth asking again.
-    pub fn has_gap(&self, since: u64, rows: &[Transition]) -> bool {
-        let mut seqs: HashSet<u64> = rows.iter().map(|t| t.seq).collect();
-        for e in self.recent.borrow().iter() {
-            if e.seq > since {
-                seqs.insert(e.seq);
-            }
-        }
-        let Some(max) = seqs.iter().max().copied() else {
-            return false;
-        };
-        (max - since) as usize != seqs.len()
     }
 
     /// Completes a subscription: snapshot, then replayed and buffered events in seq order,

@@ -182,9 +182,12 @@ impl SqliteStore {
         let n = self
             .conn
             .prepare_cached(
+                // Each service's latest transition stays whatever its age: it is the status
+                // restored at start (and the newest one keeps `max_seq`).
                 "DELETE FROM transitions WHERE seq IN (
-                   SELECT seq FROM transitions WHERE at < ?1
-                   AND seq < (SELECT MAX(seq) FROM transitions) LIMIT ?2)",
+                   SELECT t.seq FROM transitions t WHERE t.at < ?1
+                   AND t.seq < (SELECT MAX(seq) FROM transitions x WHERE x.service_id = t.service_id)
+                   LIMIT ?2)",
             )
             .and_then(|mut st| st.execute(params![cutoff, max_rows as i64]))
             .map_err(io("retention"))?;

@@ -1,0 +1,181 @@
+//! One request/response exchange on a connection: the request written, the head read (interim
+//! responses skipped), the body framed, a bounded prefix kept for `expect.body_contains` and
+//! the rest drained so the connection stays reusable.
+
+use std::io;
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::clock::{phase_limit, Clock};
+use super::conn::{Conn, RequestBuf};
+use super::error::io_error;
+use super::http1::{self, BodyDecoder, Framing, ResponseHead};
+use super::plan::Plan;
+use super::{ProbeError, Prober};
+
+/// Body bytes read and discarded past the kept prefix to keep a connection reusable; beyond
+/// this (huge downloads, endless streams) we stop reading and close the connection instead.
+const MAX_DRAIN_BYTES: u64 = 1024 * 1024;
+
+/// What one request/response exchange saw, kept even when it fails part-way.
+#[derive(Default)]
+pub(super) struct Progress {
+    /// Bytes read (head + body).
+    pub(super) bytes: u64,
+    /// When the first response byte arrived.
+    pub(super) first_byte: Option<Instant>,
+    /// Status of the final response head, once read.
+    pub(super) status: Option<u16>,
+}
+
+/// A complete response.
+pub(super) struct Exchange {
+    /// The connection may carry another request.
+    pub(super) reusable: bool,
+    /// `expect.body_contains` result (true when there is no needle).
+    pub(super) body_ok: bool,
+}
+
+impl Prober {
+    /// Sends the request and reads the whole response (body bounded, rest discarded).
+    pub(super) async fn exchange(
+        &self,
+        conn: &mut Conn,
+        plan: &Rc<Plan>,
+        clock: Clock<'_>,
+        progress: &mut Progress,
+    ) -> Result<Exchange, ProbeError> {
+        let max_head = self.limits.max_header_bytes;
+        // Not `within`: its argument plus the timeout wrapping it would store the read future
+        // twice in every probe task. Each branch builds its future in place.
+        const HEAD: &str = "response head";
+        clock.phase.set(HEAD);
+        let head = match phase_limit(Some(plan.head_timeout.get()), clock) {
+            Some(l) => monoio::time::timeout(
+                l,
+                read_head(conn, RequestBuf(plan.clone()), max_head, progress),
+            )
+            .await
+            .map_err(|_| clock.timeout(HEAD))?,
+            None => read_head(conn, RequestBuf(plan.clone()), max_head, progress).await,
+        }?;
+        progress.status = Some(head.status);
+        let framing = Framing::of(&head, plan.method);
+        // No phase limit of its own: the whole-probe timer covers the body.
+        clock.phase.set("body");
+        let keep = plan.keep.map_or(0, |k| k as usize);
+        let complete = read_body(conn, framing, max_head, keep, progress).await?;
+        // The spec is read only when there is a needle to look for.
+        let body_ok = plan.keep.is_none()
+            || plan
+                .spec
+                .expect
+                .body_contains
+                .as_deref()
+                .is_none_or(|n| http1::contains(&conn.kept, n.as_bytes()));
+        // After 101 the connection no longer speaks HTTP/1.1.
+        let reusable = complete
+            && !head.close
+            && head.status != 101
+            && framing != Framing::UntilClose
+            && conn.buffered().is_empty();
+        Ok(Exchange { reusable, body_ok })
+    }
+}
+
+/// Writes the request and reads up to the final (non-1xx) response head.
+async fn read_head(
+    conn: &mut Conn,
+    request: RequestBuf,
+    max_head: usize,
+    progress: &mut Progress,
+) -> Result<ResponseHead, ProbeError> {
+    conn.write_request(request)
+        .await
+        .map_err(|e| io_error("sending request", &e))?;
+    loop {
+        match http1::parse_head(conn.buffered(), max_head) {
+            Ok(Some((head, n))) => {
+                conn.pos += n;
+                // Interim responses (100 Continue, 103 Early Hints) precede the real one;
+                // 101 would switch protocols, so it is final.
+                if (100..200).contains(&head.status) && head.status != 101 {
+                    continue;
+                }
+                return Ok(head);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ProbeError::Protocol(e.0)),
+        }
+        let n = conn
+            .fill()
+            .await
+            .map_err(|e| io_error("reading response head", &e))?;
+        if n == 0 {
+            return Err(ProbeError::Connection(if progress.bytes == 0 {
+                "connection closed before any response".into()
+            } else {
+                "connection closed in the middle of the response head".into()
+            }));
+        }
+        progress.first_byte.get_or_insert_with(Instant::now);
+        progress.bytes += n as u64;
+    }
+}
+
+/// Reads the body per `framing`, keeping its first `keep` bytes in `conn.kept`. Returns false
+/// when it stopped early (body longer than `keep + MAX_DRAIN_BYTES`).
+async fn read_body(
+    conn: &mut Conn,
+    framing: Framing,
+    max_trailers: usize,
+    keep: usize,
+    progress: &mut Progress,
+) -> Result<bool, ProbeError> {
+    conn.kept.clear();
+    let mut decoder = BodyDecoder::new(framing, max_trailers);
+    let mut seen: u64 = 0;
+    let limit = (keep as u64).saturating_add(MAX_DRAIN_BYTES);
+    loop {
+        let Conn {
+            rbuf, pos, kept, ..
+        } = &mut *conn;
+        let input = rbuf.get(*pos..).unwrap_or_default();
+        if !input.is_empty() && !decoder.is_done() {
+            let used = decoder
+                .feed(input, &mut |data| {
+                    seen += data.len() as u64;
+                    http1::keep_bounded(kept, data, keep);
+                })
+                .map_err(|e| ProbeError::Protocol(e.0))?;
+            *pos += used;
+        }
+        if *pos >= rbuf.len() {
+            rbuf.clear();
+            *pos = 0;
+        }
+        if decoder.is_done() {
+            return Ok(true);
+        }
+        if seen >= limit {
+            return Ok(false);
+        }
+        let n = match conn.fill().await {
+            Ok(n) => n,
+            // TLS peers often close without close_notify; for read-until-close that is the end.
+            Err(e)
+                if e.kind() == io::ErrorKind::UnexpectedEof && framing == Framing::UntilClose =>
+            {
+                0
+            }
+            Err(e) => return Err(io_error("reading response body", &e)),
+        };
+        if n == 0 {
+            return decoder
+                .eof()
+                .map(|()| true)
+                .map_err(|e| ProbeError::Connection(e.0));
+        }
+        progress.bytes += n as u64;
+    }
+}

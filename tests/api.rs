@@ -470,6 +470,79 @@ fn patch_takes_the_merge_patch_media_type_and_post_does_not() {
 }
 
 #[test]
+fn follow_redirects_round_trips_through_the_api_and_a_restart() {
+    let target = Target::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let defaults = "defaults:\n  follow_redirects: 2\n";
+    let rw = start(dir.path(), 1, "", defaults);
+    let a = rw.addr;
+    let u = target.url("/fr");
+    // Absent: the config's defaults; given: kept as given.
+    let r = post(
+        a,
+        "/api/v1/services",
+        &json!({"name": "fr-default", "url": u}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["follow_redirects"], 2);
+    let body = json!({"name": "fr", "url": u, "follow_redirects": 5});
+    let r = post(a, "/api/v1/services", &body);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["follow_redirects"], 5);
+    assert_eq!(get(a, "/api/v1/services/fr").json()["follow_redirects"], 5);
+    // Out of range or not a count: refused, naming the field.
+    for (value, code) in [
+        (json!(11), "invalid_value"),
+        (json!(true), "wrong_type"),
+        (json!(-1), "wrong_type"),
+    ] {
+        let r = req(
+            a,
+            "PATCH",
+            "/api/v1/services/fr",
+            &[JSON],
+            &json!({"follow_redirects": value}).to_string(),
+        );
+        assert_eq!(r.status, 400, "{value}: {}", r.body);
+        assert_eq!(r.error(), (code.into(), Some("follow_redirects".into())));
+    }
+    let patch = |v: Value| {
+        req(
+            a,
+            "PATCH",
+            "/api/v1/services/fr",
+            &[JSON],
+            &json!({"follow_redirects": v}).to_string(),
+        )
+    };
+    let r = patch(json!(0));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["follow_redirects"], 0);
+    let r = patch(json!(7));
+    assert_eq!(r.json()["follow_redirects"], 7);
+    // Stored with the value resolved, so it survives a restart.
+    assert_eq!(rw.terminate().code(), Some(0));
+    let rw = start(dir.path(), 1, "", defaults);
+    let a = rw.addr;
+    assert_eq!(get(a, "/api/v1/services/fr").json()["follow_redirects"], 7);
+    assert_eq!(
+        get(a, "/api/v1/services/fr-default").json()["follow_redirects"],
+        2
+    );
+    // `null` resets it to the default.
+    let r = req(
+        a,
+        "PATCH",
+        "/api/v1/services/fr",
+        &[JSON],
+        r#"{"follow_redirects":null}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["follow_redirects"], 2);
+    assert_eq!(rw.terminate().code(), Some(0));
+}
+
+#[test]
 fn validation_errors_name_their_field() {
     let target = Target::start();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -302,6 +302,54 @@ fn sighup_reconciles_config_services_without_restart() {
 }
 
 #[test]
+fn check_names_follow_redirects_when_its_value_is_bad() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fr.yaml");
+    for (text, key, why) in [
+        (
+            "services:\n  - name: a\n    url: http://127.0.0.1:1/\n    follow_redirects: 11\n",
+            "services[0].follow_redirects",
+            "expected 0 to 10 redirects; 0 = off",
+        ),
+        (
+            "services:\n  - name: a\n    url: http://127.0.0.1:1/\n    follow_redirects: true\n",
+            "services[0].follow_redirects",
+            "whole number",
+        ),
+        (
+            "defaults:\n  follow_redirects: 20\n",
+            "defaults.follow_redirects",
+            "out of range",
+        ),
+    ] {
+        std::fs::write(&path, text).expect("write");
+        let out = std::process::Command::new(bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "check accepted:\n{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key) && err.contains(why), "{err}");
+    }
+    std::fs::write(
+        &path,
+        "defaults:\n  follow_redirects: 3\nservices:\n  - name: a\n    url: http://127.0.0.1:1/\n    follow_redirects: 0\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn check_names_the_bad_key_and_run_refuses_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.yaml");

@@ -12,7 +12,7 @@ use super::validate::{self, ServiceDefaults, TlsCache};
 use crate::model::{ServiceSpec, Source};
 
 /// Fields a service object may have, in the order responses write them.
-pub const SERVICE_FIELDS: [&str; 12] = [
+pub const SERVICE_FIELDS: [&str; 13] = [
     "name",
     "url",
     "method",
@@ -22,6 +22,7 @@ pub const SERVICE_FIELDS: [&str; 12] = [
     "timeout",
     "tags",
     "expect",
+    "follow_redirects",
     "failure_threshold",
     "success_threshold",
     "paused",
@@ -165,6 +166,7 @@ fn raw_service(v: &Value) -> Result<RawService, JsonError> {
         timeout: opt_str(obj, "timeout", "timeout")?,
         tags,
         expect,
+        follow_redirects: opt_u64(obj, "follow_redirects")?,
         failure_threshold: opt_u64(obj, "failure_threshold")?,
         success_threshold: opt_u64(obj, "success_threshold")?,
         paused,

@@ -149,6 +149,7 @@ pub(super) struct RawDefaults {
     pub(super) max_body_bytes: Option<u64>,
     pub(super) method: Option<String>,
     pub(super) timeouts: Option<RawTimeouts>,
+    pub(super) follow_redirects: Option<u64>,
 }
 
 /// `timeouts` (per phase).
@@ -180,6 +181,7 @@ pub(super) struct RawService {
     pub(super) tls: Option<RawTls>,
     pub(super) timeouts: Option<RawTimeouts>,
     pub(super) max_body_bytes: Option<u64>,
+    pub(super) follow_redirects: Option<u64>,
 }
 
 /// `services[i].expect`.

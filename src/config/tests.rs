@@ -844,3 +844,33 @@ fn large_fleets_fit_the_parser_budget() {
     let cfg = Config::parse(&text, Path::new(".")).expect("30k services parse");
     assert_eq!(cfg.services.len(), 30_000);
 }
+
+#[test]
+fn follow_redirects_is_off_by_default_inherited_and_bounded() {
+    assert_eq!(parse(&svc("")).unwrap().services[0].follow_redirects, 0);
+    let defaults = "defaults:\n  follow_redirects: 5\n";
+    let c = parse(&format!("{defaults}{}", svc(""))).unwrap();
+    assert_eq!(c.services[0].follow_redirects, 5);
+    let c = parse(&format!("{defaults}{}", svc("    follow_redirects: 0\n"))).unwrap();
+    assert_eq!(c.services[0].follow_redirects, 0);
+    let c = parse(&svc("    follow_redirects: 10\n")).unwrap();
+    assert_eq!(c.services[0].follow_redirects, 10);
+    fails(
+        &svc("    follow_redirects: 11\n"),
+        "services[0].follow_redirects",
+        "expected 0 to 10 redirects; 0 = off",
+    );
+    fails(
+        "defaults:\n  follow_redirects: 300\n",
+        "defaults.follow_redirects",
+        "out of range",
+    );
+    for not_a_count in ["true", "-1", "lots"] {
+        let e = parse(&svc(&format!("    follow_redirects: {not_a_count}\n"))).unwrap_err();
+        assert_eq!(e.key, "services[0].follow_redirects", "{e}");
+    }
+    let v = serde_json::json!({"name": "a", "url": "http://127.0.0.1:1/", "follow_redirects": 3});
+    let spec = api_service(&v, &c.defaults).unwrap();
+    assert_eq!(spec.follow_redirects, 3);
+    assert_eq!(spec.definition_json()["follow_redirects"], 3);
+}

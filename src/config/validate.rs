@@ -645,6 +645,7 @@ pub struct ServiceDefaults {
     max_body_bytes: usize,
     method: Method,
     timeouts: RawTimeouts,
+    follow_redirects: u8,
 }
 
 type Defaults = ServiceDefaults;
@@ -698,6 +699,8 @@ impl Defaults {
             )?,
             method: method("defaults.method", d.method.as_deref(), Method::Get)?,
             timeouts,
+            // Off by default: a 3xx stays the response the status expectation sees, as before.
+            follow_redirects: redirects("defaults.follow_redirects", d.follow_redirects, 0)?,
         })
     }
 }
@@ -706,6 +709,23 @@ fn threshold(key: &str, v: Option<u64>, default: u32) -> Result<NonZeroU32> {
     let n = int(key, v, u64::from(default), 1, MAX_THRESHOLD)?;
     // int() guarantees 1..=1000, so both conversions hold.
     NonZeroU32::new(n as u32).map_or_else(|| err(key, "must be at least 1"), Ok)
+}
+
+/// `follow_redirects`: hops followed at most, 0 (off) to `ServiceSpec::MAX_REDIRECTS`.
+fn redirects(key: &str, v: Option<u64>, default: u8) -> Result<u8> {
+    let max = ServiceSpec::MAX_REDIRECTS;
+    match v {
+        None => Ok(default),
+        Some(n) => u8::try_from(n).ok().filter(|n| *n <= max).map_or_else(
+            || {
+                err(
+                    key,
+                    format!("{n} is out of range (expected 0 to {max} redirects; 0 = off)"),
+                )
+            },
+            Ok,
+        ),
+    }
 }
 
 fn method(key: &str, v: Option<&str>, default: Method) -> Result<Method> {
@@ -1029,6 +1049,11 @@ pub(super) fn service(
         paused: s.paused.unwrap_or(false),
         tls,
         max_body_bytes,
+        follow_redirects: redirects(
+            &k("follow_redirects"),
+            s.follow_redirects,
+            d.follow_redirects,
+        )?,
         source: Source::Config,
     })
 }

@@ -208,14 +208,23 @@ pub struct ServiceSpec {
     pub tls: Option<TlsSettings>,
     /// Body bytes kept for assertions; the rest is read and dropped.
     pub max_body_bytes: usize,
+    /// Redirects (301, 302, 303, 307, 308) followed at most; 0 = off (the 3xx is the response
+    /// the expectations see).
+    pub follow_redirects: u8,
     /// Where the definition came from.
     pub source: Source,
 }
 
 impl ServiceSpec {
+    /// Most redirects a service may follow: every hop is a request inside the one probe
+    /// timeout, and real chains are 1-3 hops (http -> https -> canonical host -> path).
+    pub const MAX_REDIRECTS: u8 = 10;
+}
+
+impl ServiceSpec {
     /// The user-visible definition as JSON: the same object as in the config file and the REST
     /// API (`name, url, method, headers, body, interval, timeout, tags, expect,
-    /// failure_threshold, success_threshold, paused`). The id, source and TLS settings are not
+    /// follow_redirects, failure_threshold, success_threshold, paused`). The id, source and TLS settings are not
     /// part of it; a body that is not UTF-8 is written lossily, as the API only accepts text.
     pub fn definition_json(&self) -> serde_json::Value {
         use serde_json::{Map, Value};
@@ -247,6 +256,7 @@ impl ServiceSpec {
         obj.insert("timeout".into(), format_duration(self.timeout).into());
         obj.insert("tags".into(), self.tags.clone().into());
         obj.insert("expect".into(), expect.into());
+        obj.insert("follow_redirects".into(), self.follow_redirects.into());
         obj.insert(
             "failure_threshold".into(),
             self.failure_threshold.get().into(),

@@ -104,6 +104,7 @@ fn spec(name: &str, source: Source) -> ServiceSpec {
         paused: false,
         tls: None,
         max_body_bytes: 65536,
+        follow_redirects: 0,
         source,
     }
 }

@@ -68,6 +68,7 @@ pub fn spec(scheme: Scheme, host: &str, port: u16, path: &str) -> ServiceSpec {
         paused: false,
         tls: None,
         max_body_bytes: 64 * 1024,
+        follow_redirects: 0,
         source: Source::Config,
     }
 }

@@ -250,6 +250,7 @@ pub(crate) mod tests {
             paused: false,
             tls: None,
             max_body_bytes: 10,
+            follow_redirects: 0,
             source: Source::Config,
         }
     }

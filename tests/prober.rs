@@ -569,3 +569,239 @@ fn probe_future_stays_small() {
     eprintln!("probe future: {size} bytes");
     assert!(size <= 4096, "probe future grew to {size} bytes");
 }
+
+// Redirects (`follow_redirects`).
+
+/// A keep-alive server answering each request with `answer(request)`; keeps every request.
+fn routed(
+    answer: impl Fn(&str) -> String + Send + Sync + 'static,
+) -> (Server, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let srv = Server::start(move |mut s| {
+        while let Some(req) = read_request(&mut s) {
+            let req = String::from_utf8_lossy(&req).into_owned();
+            let resp = answer(&req);
+            log.lock().unwrap().push(req);
+            if s.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    (srv, seen)
+}
+
+fn moved(status: &str, location: &str) -> String {
+    format!("HTTP/1.1 {status}\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n")
+}
+
+fn ok_body(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn request_lines(seen: &Mutex<Vec<String>>) -> Vec<String> {
+    let seen = seen.lock().unwrap();
+    seen.iter()
+        .map(|r| r.lines().next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn follows_a_relative_location_over_the_same_connection() {
+    let (srv, seen) = routed(|req| {
+        if req.starts_with("GET /dir/old ") {
+            moved("301 Moved Permanently", "../new/./page?x=1#frag")
+        } else {
+            ok_body("landed")
+        }
+    });
+    let mut s = http(srv.port, "/dir/old");
+    s.follow_redirects = 3;
+    s.expect.body_contains = Some("landed".into());
+    let r = run(async { prober().probe(&s).await });
+    assert_eq!(r.error, None);
+    assert_eq!(r.status_code, Some(200));
+    assert_eq!(
+        request_lines(&seen),
+        ["GET /dir/old HTTP/1.1", "GET /new/page?x=1 HTTP/1.1"]
+    );
+    // Same scheme, host and port: the hop went over the connection the redirect came on.
+    assert_eq!(srv.accepted(), 1);
+    assert!(r.reused);
+    let first = moved("301 Moved Permanently", "../new/./page?x=1#frag").len();
+    assert_eq!(r.bytes, (first + ok_body("landed").len()) as u64);
+}
+
+#[test]
+fn follows_an_absolute_location_to_another_port_without_its_credentials() {
+    let (target, target_seen) = routed(|_| ok_body("final"));
+    let to = format!("http://127.0.0.1:{}/final", target.port);
+    let (srv, seen) = routed(move |_| moved("302 Found", &to));
+    let mut s = http(srv.port, "/start");
+    s.follow_redirects = 1;
+    s.headers = vec![
+        ("Authorization".into(), "Bearer secret".into()),
+        ("X-Probe".into(), "yes".into()),
+    ];
+    s.expect.body_contains = Some("final".into());
+    let p = prober();
+    let r = run(async { p.probe(&s).await });
+    assert_eq!(r.error, None);
+    assert_eq!(r.status_code, Some(200));
+    assert!(!r.reused);
+    assert_eq!((srv.accepted(), target.accepted()), (1, 1));
+    assert_eq!(p.counters().connections_opened, 2);
+    assert!(seen.lock().unwrap()[0].contains("Authorization: Bearer secret\r\n"));
+    let hop = target_seen.lock().unwrap()[0].clone();
+    assert!(hop.starts_with("GET /final HTTP/1.1\r\n"), "{hop}");
+    assert!(
+        hop.contains(&format!("Host: 127.0.0.1:{}\r\n", target.port)),
+        "{hop}"
+    );
+    assert!(!hop.contains("Authorization"), "credentials leaked: {hop}");
+    assert!(hop.contains("X-Probe: yes\r\n"), "{hop}");
+}
+
+fn post_spec(port: u16, path: &str) -> ringwatch::model::ServiceSpec {
+    let mut s = http(port, path);
+    s.method = Method::Post;
+    s.headers = vec![("Content-Type".into(), "application/json".into())];
+    s.body = Some(bytes::Bytes::from_static(b"{\"a\":1}"));
+    s.follow_redirects = 2;
+    s
+}
+
+#[test]
+fn see_other_turns_post_into_get_without_the_body() {
+    let (srv, seen) = routed(|req| {
+        if req.starts_with("POST /form ") {
+            moved("303 See Other", "/done")
+        } else {
+            ok_body("done")
+        }
+    });
+    let r = run(async { prober().probe(&post_spec(srv.port, "/form")).await });
+    assert_eq!(r.error, None);
+    let seen = seen.lock().unwrap();
+    assert!(seen[0].starts_with("POST /form HTTP/1.1\r\n"));
+    assert!(seen[0].ends_with("\r\n\r\n{\"a\":1}"), "{}", seen[0]);
+    let hop = &seen[1];
+    assert!(hop.starts_with("GET /done HTTP/1.1\r\n"), "{hop}");
+    assert!(hop.ends_with("\r\n\r\n"), "a GET carries no body: {hop}");
+    assert!(!hop.contains("Content-"), "{hop}");
+}
+
+#[test]
+fn temporary_redirect_keeps_post_and_its_body() {
+    let (srv, seen) = routed(|req| {
+        if req.starts_with("POST /form ") {
+            moved("307 Temporary Redirect", "/again")
+        } else {
+            ok_body("kept")
+        }
+    });
+    let r = run(async { prober().probe(&post_spec(srv.port, "/form")).await });
+    assert_eq!(r.error, None);
+    let hop = seen.lock().unwrap()[1].clone();
+    assert!(hop.starts_with("POST /again HTTP/1.1\r\n"), "{hop}");
+    assert!(hop.contains("Content-Type: application/json\r\n"), "{hop}");
+    assert!(hop.contains("Content-Length: 7\r\n"), "{hop}");
+    assert!(hop.ends_with("\r\n\r\n{\"a\":1}"), "{hop}");
+}
+
+#[test]
+fn a_redirect_loop_fails_at_the_hop_bound() {
+    let (srv, seen) = routed(|req| {
+        if req.starts_with("GET /a ") {
+            moved("302 Found", "/b")
+        } else {
+            moved("302 Found", "/a")
+        }
+    });
+    let mut s = http(srv.port, "/a");
+    s.follow_redirects = 4;
+    let r = run(async { prober().probe(&s).await });
+    assert_eq!(kind(&r), Some(ErrorKind::Protocol), "{:?}", r.error);
+    let msg = r.error.unwrap().to_string();
+    assert_eq!(
+        msg,
+        format!(
+            "too many redirects (max 4); the next one pointed to http://127.0.0.1:{}/b",
+            srv.port
+        )
+    );
+    assert_eq!(seen.lock().unwrap().len(), 5, "the request and four hops");
+    assert_eq!(r.status_code, Some(302));
+}
+
+#[test]
+fn a_redirect_past_the_probe_timeout_times_out() {
+    let slow = Server::start(|mut s| {
+        let _ = read_request(&mut s);
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let to = format!("http://127.0.0.1:{}/slow", slow.port);
+    let (srv, _) = routed(move |_| moved("301 Moved Permanently", &to));
+    let mut s = http(srv.port, "/");
+    s.follow_redirects = 5;
+    s.timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let r = run(async { prober().probe(&s).await });
+    assert_eq!(timeout_phase(&r), "response head");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    // The first response still counts.
+    assert!(r.bytes > 0);
+}
+
+#[test]
+fn a_redirect_not_followed_says_so() {
+    let (srv, _) = routed(|_| moved("301 Moved Permanently", "/next"));
+    let s = http(srv.port, "/");
+    let mut expecting = s.clone();
+    expecting.expect.status = StatusRanges(vec![(301, 301)]);
+    let p = prober();
+    let (r, fine) = run(async { (p.probe(&s).await, p.probe(&expecting).await) });
+    assert_eq!(kind(&r), Some(ErrorKind::Status));
+    assert_eq!(r.status_code, Some(301));
+    assert_eq!(
+        r.error.unwrap().to_string(),
+        format!(
+            "status 301 not in expected 200-299 (redirect to http://127.0.0.1:{}/next not \
+             followed; set follow_redirects)",
+            srv.port
+        )
+    );
+    // A service that checks the redirect itself is as it was.
+    assert_eq!(fine.error, None);
+}
+
+#[test]
+fn https_is_not_downgraded_to_http() {
+    let (plain, plain_seen) = routed(|_| ok_body("clear"));
+    let response = moved(
+        "301 Moved Permanently",
+        &format!("http://127.0.0.1:{}/", plain.port),
+    );
+    let srv = tls_server(
+        self_signed(&["localhost"]),
+        Box::leak(response.into_boxed_str()).as_bytes(),
+    );
+    let mut s = spec(Scheme::Https, "localhost", srv.port, "/");
+    s.tls = Some(TlsSettings {
+        ca_file: None,
+        insecure_skip_verify: true,
+    });
+    s.follow_redirects = 3;
+    let r = run(async { prober().probe(&s).await });
+    assert_eq!(kind(&r), Some(ErrorKind::Protocol), "{:?}", r.error);
+    let msg = r.error.unwrap().to_string();
+    assert!(msg.contains("https is not downgraded to http"), "{msg}");
+    assert!(plain_seen.lock().unwrap().is_empty());
+}

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use monoio::buf::IoBufMut;
+use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
@@ -17,6 +17,7 @@ use crate::rt::dns::DnsError;
 use super::clock::{within, Clock};
 use super::error::{connect_error, tls_error};
 use super::plan::Plan;
+use super::pool::PoolKey;
 use super::{tls, ProbeError, ProbeReport, Prober};
 
 /// Smallest read buffer per connection; a head may use up to `max_header_bytes` of it.
@@ -79,7 +80,7 @@ impl Conn {
     }
 
     /// Writes the whole request.
-    pub(super) async fn write_request(&mut self, request: RequestBuf) -> io::Result<()> {
+    pub(super) async fn write_request<B: IoBuf>(&mut self, request: B) -> io::Result<()> {
         let (res, _) = match &mut self.io {
             Io::Plain(s) => s.write_all(request).await,
             Io::Tls(s) => Box::pin(s.write_all(request)).await,
@@ -96,7 +97,7 @@ pub(super) struct RequestBuf(pub(super) Rc<Plan>);
 // SAFETY: the bytes live in the plan's heap allocation (inline array or boxed slice), which the
 // `Rc` keeps alive and never mutates or moves for as long as this buffer (and so the I/O
 // operation owning it) exists.
-unsafe impl monoio::buf::IoBuf for RequestBuf {
+unsafe impl IoBuf for RequestBuf {
     fn read_ptr(&self) -> *const u8 {
         self.0.request.as_slice().as_ptr()
     }
@@ -104,6 +105,18 @@ unsafe impl monoio::buf::IoBuf for RequestBuf {
     fn bytes_init(&self) -> usize {
         self.0.request.as_slice().len()
     }
+}
+
+/// Where to dial: the service's target, or a redirect hop's.
+#[derive(Clone, Copy)]
+pub(super) struct Dial<'a> {
+    /// Host name (or IP literal): SNI and certificate name, and the DNS cache entry to drop
+    /// when the connect fails.
+    pub(super) host: &'a str,
+    /// The resolved address.
+    pub(super) addr: SocketAddr,
+    /// The TLS client config for https, None for http.
+    pub(super) tls: Option<&'a Arc<rustls::ClientConfig>>,
 }
 
 impl Prober {
@@ -128,15 +141,28 @@ impl Prober {
         Ok(addr)
     }
 
-    /// Dials `addr` (and does the TLS handshake for https).
+    /// Returns `conn` to the pool as idle for `key`, its buffer emptied (its last response was
+    /// complete and allows keep-alive).
+    #[inline]
+    pub(super) fn park(&self, key: &PoolKey, mut conn: Conn) {
+        conn.rbuf.clear();
+        conn.pos = 0;
+        self.pool.borrow_mut().put(key, conn, Instant::now());
+    }
+
+    /// Dials `to.addr` (and does the TLS handshake for https); `spec` gives the phase limits.
     pub(super) async fn open(
         &self,
         spec: &ServiceSpec,
-        addr: SocketAddr,
-        tls_config: Option<&Arc<rustls::ClientConfig>>,
+        to: Dial<'_>,
         clock: Clock<'_>,
         report: &mut ProbeReport,
     ) -> Result<Conn, ProbeError> {
+        let Dial {
+            host,
+            addr,
+            tls: tls_config,
+        } = to;
         let t0 = Instant::now();
         let dialled = within(
             "connect",
@@ -149,7 +175,7 @@ impl Prober {
             Ok(tcp) => tcp,
             Err(e) => {
                 // The address may have moved: re-resolve next time instead of trusting the cache.
-                self.dns_cache.borrow_mut().remove(&spec.target.host);
+                self.dns_cache.borrow_mut().remove(host);
                 return Err(e);
             }
         };
@@ -161,7 +187,7 @@ impl Prober {
             None => Io::Plain(tcp),
             Some(cfg) => {
                 let cfg = cfg.clone();
-                let name = tls::server_name(&spec.target.host).map_err(ProbeError::Tls)?;
+                let name = tls::server_name(host).map_err(ProbeError::Tls)?;
                 let t1 = Instant::now();
                 let stream = within(
                     "tls",

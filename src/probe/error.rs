@@ -47,6 +47,27 @@ pub enum ProbeError {
         /// Expected ranges, as configured.
         expected: String,
     },
+    /// A redirect outside the expected statuses, with `follow_redirects` off: says where it
+    /// pointed and that it was not followed, so the fix is obvious.
+    #[error(
+        "status {got} not in expected {expected} (redirect to {location} not followed; set follow_redirects)"
+    )]
+    RedirectNotFollowed {
+        /// Received status code.
+        got: u16,
+        /// Expected ranges, as configured.
+        expected: String,
+        /// Where it pointed (resolved against the request URL when valid).
+        location: String,
+    },
+    /// More redirects than `follow_redirects` allows (a redirect loop ends here too).
+    #[error("too many redirects (max {max}); the next one pointed to {location}")]
+    TooManyRedirects {
+        /// The configured bound.
+        max: u8,
+        /// Where the redirect past the bound pointed.
+        location: String,
+    },
     /// Body lacks the expected substring.
     #[error("body does not contain {needle:?}")]
     BodyMismatch {
@@ -73,7 +94,9 @@ impl ProbeError {
             ProbeError::Tls(_) => ErrorKind::Tls,
             ProbeError::Connection(_) => ErrorKind::Connection,
             ProbeError::Protocol(_) => ErrorKind::Protocol,
-            ProbeError::Status { .. } => ErrorKind::Status,
+            ProbeError::Status { .. } | ProbeError::RedirectNotFollowed { .. } => ErrorKind::Status,
+            // A redirect chain that does not end is the peer's HTTP going wrong.
+            ProbeError::TooManyRedirects { .. } => ErrorKind::Protocol,
             ProbeError::BodyMismatch { .. } => ErrorKind::BodyMismatch,
             ProbeError::Latency { .. } => ErrorKind::Latency,
         }

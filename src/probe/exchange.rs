@@ -3,11 +3,14 @@
 //! the rest drained so the connection stays reusable.
 
 use std::io;
-use std::rc::Rc;
 use std::time::Instant;
 
+use monoio::buf::IoBuf;
+
+use crate::model::Method;
+
 use super::clock::{phase_limit, Clock};
-use super::conn::{Conn, RequestBuf};
+use super::conn::Conn;
 use super::error::io_error;
 use super::http1::{self, BodyDecoder, Framing, ResponseHead};
 use super::plan::Plan;
@@ -34,14 +37,21 @@ pub(super) struct Exchange {
     pub(super) reusable: bool,
     /// `expect.body_contains` result (true when there is no needle).
     pub(super) body_ok: bool,
+    /// The `Location` of a redirect status (None for every other response).
+    pub(super) redirect: Option<Box<str>>,
 }
 
 impl Prober {
     /// Sends the request and reads the whole response (body bounded, rest discarded).
-    pub(super) async fn exchange(
+    ///
+    /// `request` is the plan's own (`RequestBuf`) or a redirect hop's, sent with `method`
+    /// (which decides the body framing); generic, so the plan's request is sent where it lies.
+    pub(super) async fn exchange<B: IoBuf>(
         &self,
         conn: &mut Conn,
-        plan: &Rc<Plan>,
+        plan: &Plan,
+        request: B,
+        method: Method,
         clock: Clock<'_>,
         progress: &mut Progress,
     ) -> Result<Exchange, ProbeError> {
@@ -51,19 +61,16 @@ impl Prober {
         const HEAD: &str = "response head";
         clock.phase.set(HEAD);
         let head = match phase_limit(Some(plan.head_timeout.get()), clock) {
-            Some(l) => monoio::time::timeout(
-                l,
-                read_head(conn, RequestBuf(plan.clone()), max_head, progress),
-            )
-            .await
-            .map_err(|_| clock.timeout(HEAD))?,
-            None => read_head(conn, RequestBuf(plan.clone()), max_head, progress).await,
+            Some(l) => monoio::time::timeout(l, read_head(conn, request, max_head, progress))
+                .await
+                .map_err(|_| clock.timeout(HEAD))?,
+            None => read_head(conn, request, max_head, progress).await,
         }?;
         progress.status = Some(head.status);
-        let framing = Framing::of(&head, plan.method);
+        let framing = Framing::of(&head, method);
         // No phase limit of its own: the whole-probe timer covers the body.
         clock.phase.set("body");
-        let keep = plan.keep.map_or(0, |k| k as usize);
+        let keep = plan.keep.map_or(0, |k| k.get() as usize);
         let complete = read_body(conn, framing, max_head, keep, progress).await?;
         // The spec is read only when there is a needle to look for.
         let body_ok = plan.keep.is_none()
@@ -79,14 +86,18 @@ impl Prober {
             && head.status != 101
             && framing != Framing::UntilClose
             && conn.buffered().is_empty();
-        Ok(Exchange { reusable, body_ok })
+        Ok(Exchange {
+            reusable,
+            body_ok,
+            redirect: head.location,
+        })
     }
 }
 
 /// Writes the request and reads up to the final (non-1xx) response head.
-async fn read_head(
+async fn read_head<B: IoBuf>(
     conn: &mut Conn,
-    request: RequestBuf,
+    request: B,
     max_head: usize,
     progress: &mut Progress,
 ) -> Result<ResponseHead, ProbeError> {

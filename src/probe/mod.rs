@@ -17,7 +17,10 @@
 //!    204 and 304 have none. The first `max_body_bytes` are kept for `expect.body_contains`; up
 //!    to 1 MiB more is read and discarded so the connection stays reusable, after which reading
 //!    stops and the connection is closed (so endless streams do not time out).
-//! 5. **expectations** — status ranges, then body substring, then `max_latency` on the total.
+//! 5. **redirects** — only with `follow_redirects` set, a 301/302/303/307/308 with a `Location`
+//!    is followed (steps 1-4 again for each hop, within the same deadline; see `redirect`).
+//!    Off, a redirect outside `expect.status` fails saying it was not followed.
+//! 6. **expectations** — status ranges, then body substring, then `max_latency` on the total.
 //!
 //! Each phase timeout is clipped to what is left of `spec.timeout`, so the whole-probe timeout
 //! always wins; the reported phase is the one that was running (`dns` for a slow lookup).
@@ -28,9 +31,9 @@
 //! Where each part lives: `Prober` and the probe's outline here; `conn` (the connection, name
 //! resolution through the shard's cache, dialling, the TLS handshake), `exchange` (writing the
 //! request, reading the head and the body), `expect` (the expectations), `error`
-//! (`ProbeError`), `clock` (the whole-probe deadline and phase limits); `plan` (what a probe
-//! reads, made once per definition), `pool` (idle keep-alive connections), `tls` (client
-//! configs) and `http1` (pure encoding and parsing).
+//! (`ProbeError`), `clock` (the whole-probe deadline and phase limits), `redirect` (following
+//! redirects, cold); `plan` (what a probe reads, made once per definition), `pool` (idle
+//! keep-alive connections), `tls` (client configs) and `http1` (pure encoding and parsing).
 
 pub mod http1;
 pub mod plan;
@@ -42,6 +45,7 @@ mod conn;
 mod error;
 mod exchange;
 mod expect;
+mod redirect;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
@@ -56,7 +60,7 @@ use crate::rt::dns::ResolverHandle;
 pub use self::error::ProbeError;
 
 use self::clock::Clock;
-use self::conn::Conn;
+use self::conn::{Conn, Dial, RequestBuf};
 use self::exchange::Progress;
 use self::expect::expectations;
 use self::plan::{Hosts, Plan};
@@ -199,7 +203,8 @@ impl Prober {
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(_) => {
-                report.bytes = progress.bytes;
+                // `report.bytes` holds what earlier redirect hops read (0 without redirects).
+                report.bytes += progress.bytes;
                 report.status_code = progress.status;
                 if let Some(at) = progress.first_byte {
                     report.timings.first_byte = at.saturating_duration_since(start);
@@ -261,16 +266,17 @@ impl Prober {
             host: plan.host.clone(),
             tls_config: tls_config.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize),
         };
-        let tls_config = tls_config.as_ref();
+        let to = Dial {
+            host: &spec.target.host,
+            addr,
+            tls: tls_config.as_ref(),
+        };
         let pooled = self.pool.borrow_mut().take(&key, clock.start);
         let (mut conn, mut reused) = match pooled {
             Some(conn) => (conn, true),
             // Dialling (and the TLS handshake future inside it) is boxed: it is the cold path,
             // and inlined it would make every probe task several KB larger to spawn and move.
-            None => (
-                Box::pin(self.open(spec, addr, tls_config, clock, report)).await?,
-                false,
-            ),
+            None => (Box::pin(self.open(spec, to, clock, report)).await?, false),
         };
         loop {
             if reused {
@@ -278,7 +284,10 @@ impl Prober {
             }
             *progress = Progress::default();
             report.reused = reused;
-            let res = self.exchange(&mut conn, plan, clock, progress).await;
+            let request = RequestBuf(plan.clone());
+            let res = self
+                .exchange(&mut conn, plan, request, plan.method, clock, progress)
+                .await;
             report.bytes = progress.bytes;
             report.status_code = progress.status;
             report.reused = reused;
@@ -288,17 +297,23 @@ impl Prober {
             match res {
                 Ok(ex) => {
                     if ex.reusable {
-                        conn.rbuf.clear();
-                        conn.pos = 0;
-                        self.pool.borrow_mut().put(&key, conn, Instant::now());
+                        self.park(&key, conn);
                     }
-                    return Ok(ex.body_ok);
+                    // Only a redirect status with a Location carries one: the plan's setting
+                    // is read then, never on an ordinary response.
+                    return match ex.redirect {
+                        None => Ok(ex.body_ok),
+                        Some(to) => {
+                            self.redirected(plan, clock, report, progress, to, ex.body_ok)
+                                .await
+                        }
+                    };
                 }
                 // A pooled connection the server already closed fails before any response
                 // byte; that says nothing about the target, so try once on a fresh one.
                 Err(ProbeError::Connection(_)) if reused && progress.bytes == 0 => {
                     drop(conn);
-                    conn = Box::pin(self.open(spec, addr, tls_config, clock, report)).await?;
+                    conn = Box::pin(self.open(spec, to, clock, report)).await?;
                     reused = false;
                 }
                 Err(e) => return Err(e),

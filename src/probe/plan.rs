@@ -182,8 +182,10 @@ pub struct Plan {
     pub(crate) timeout: Nanos,
     /// Limit from request written to the end of the response head.
     pub(crate) head_timeout: Nanos,
-    /// Body bytes kept for `expect.body_contains`; None when there is no needle.
-    pub(crate) keep: Option<u32>,
+    /// Body bytes kept for `expect.body_contains`; None when there is no needle. Non-zero, so
+    /// the option takes 4 bytes, not 8: validation refuses a needle longer than
+    /// `max_body_bytes`, so with a needle at least one byte is kept anyway.
+    pub(crate) keep: Option<NonZeroU32>,
     /// The accepted status range when there is exactly one (the usual case); otherwise the
     /// spec's ranges are consulted.
     pub(crate) status: Option<(u16, u16)>,
@@ -201,6 +203,8 @@ pub struct Plan {
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     /// Target port.
     pub(crate) port: u16,
+    /// Redirects followed at most (0 = off); read only when a redirect arrives.
+    pub(crate) follow_redirects: u8,
     /// The request exactly as written on the wire.
     pub(crate) request: Request,
 }
@@ -224,11 +228,10 @@ impl Plan {
             success_threshold: spec.success_threshold,
             timeout: Nanos::new(spec.timeout),
             head_timeout: Nanos::new(spec.phase_timeouts.head),
-            keep: spec
-                .expect
-                .body_contains
-                .is_some()
-                .then(|| u32::try_from(spec.max_body_bytes).unwrap_or(u32::MAX)),
+            keep: spec.expect.body_contains.is_some().then(|| {
+                let n = u32::try_from(spec.max_body_bytes).unwrap_or(u32::MAX);
+                NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+            }),
             status: (ranges.len() == 1).then(|| ranges[0]),
             latency_bound: spec.expect.max_latency.is_some(),
             literal: crate::rt::dns::literal(host, spec.target.port).map(|a| a.ip()),
@@ -237,6 +240,7 @@ impl Plan {
             scheme: spec.target.scheme,
             tls,
             port: spec.target.port,
+            follow_redirects: spec.follow_redirects,
             request: Request::new(request),
             spec,
         }

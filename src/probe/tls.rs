@@ -138,13 +138,22 @@ impl Configs {
         if spec.target.scheme != Scheme::Https {
             return None;
         }
-        let settings = spec.tls.clone().unwrap_or_default();
+        self.for_settings(spec.tls.clone().unwrap_or_default(), &spec.name)
+    }
+
+    /// The client config for `settings` of service `name` (also for a redirect to https: the
+    /// service's own settings, the defaults for an http service).
+    pub(crate) fn for_settings(
+        &self,
+        settings: TlsSettings,
+        name: &str,
+    ) -> Option<Arc<ClientConfig>> {
         if let Some(cfg) = self.built.borrow().get(&settings) {
             return Some(cfg.clone());
         }
         let cfg = client_config(settings.ca_file.as_deref(), settings.insecure_skip_verify)
             .or_else(|e| {
-                tracing::error!(service = %spec.name, error = %e, "TLS settings no longer load; trusting the webpki roots only");
+                tracing::error!(service = %name, error = %e, "TLS settings no longer load; trusting the webpki roots only");
                 client_config(None, false)
             })
             .ok()?;

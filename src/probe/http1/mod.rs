@@ -8,7 +8,7 @@ mod body;
 
 pub use self::body::{contains, keep_bounded, BodyDecoder, Framing};
 
-use crate::model::{Method, ServiceSpec};
+use crate::model::{Method, ServiceSpec, Target};
 
 /// Most response headers we look at; more is treated as a protocol error (a probe target that
 /// sends 100+ headers is broken or hostile).
@@ -22,34 +22,51 @@ pub struct HttpError(pub String);
 /// Value of the `User-Agent` header we send unless the service overrides it.
 pub const USER_AGENT: &str = concat!("ringwatch/", env!("CARGO_PKG_VERSION"));
 
+/// What a request is made of: a service's own request, or a redirect hop's (another target,
+/// maybe another method, some headers left out).
+#[derive(Clone, Copy)]
+pub struct RequestParts<'a> {
+    /// Request method.
+    pub method: Method,
+    /// Where it goes: the request target and the `Host` header.
+    pub target: &'a Target,
+    /// The service's extra headers, in order.
+    pub headers: &'a [(String, String)],
+    /// Names among `headers` not to send (credentials on a redirect to another origin).
+    pub omit: fn(&str) -> bool,
+    /// Request body (POST).
+    pub body: Option<&'a [u8]>,
+}
+
+impl<'a> RequestParts<'a> {
+    /// The request `spec` describes, every header included.
+    pub fn of(spec: &'a ServiceSpec) -> Self {
+        RequestParts {
+            method: spec.method,
+            target: &spec.target,
+            headers: &spec.headers,
+            omit: |_| false,
+            body: spec.body.as_deref(),
+        }
+    }
+}
+
 /// Encodes the request for `spec` into `out` (cleared first) so the caller can reuse one buffer.
 pub fn encode_request(spec: &ServiceSpec, out: &mut Vec<u8>) {
+    encode(&RequestParts::of(spec), out);
+}
+
+/// Encodes `parts` into `out` (cleared first).
+pub fn encode(parts: &RequestParts<'_>, out: &mut Vec<u8>) {
     out.clear();
-    let has = |name: &str| {
-        spec.headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(name))
-    };
-    out.extend_from_slice(spec.method.as_str().as_bytes());
+    let sent = || parts.headers.iter().filter(|(n, _)| !(parts.omit)(n));
+    let has = |name: &str| sent().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(spec.target.path.as_bytes());
+    out.extend_from_slice(parts.target.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     if !has("host") {
-        // Same value as `Target::host_header`, written in place to avoid a String per probe.
-        let t = &spec.target;
-        out.extend_from_slice(b"Host: ");
-        if t.host.contains(':') {
-            out.push(b'[');
-            out.extend_from_slice(t.host.as_bytes());
-            out.push(b']');
-        } else {
-            out.extend_from_slice(t.host.as_bytes());
-        }
-        if t.port != t.scheme.default_port() {
-            out.push(b':');
-            out.extend_from_slice(itoa::Buffer::new().format(t.port).as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
+        push_host(out, parts.target);
     }
     if !has("user-agent") {
         push_header(out, "User-Agent", USER_AGENT);
@@ -60,7 +77,7 @@ pub fn encode_request(spec: &ServiceSpec, out: &mut Vec<u8>) {
     if !has("connection") {
         push_header(out, "Connection", "keep-alive");
     }
-    for (name, value) in &spec.headers {
+    for (name, value) in sent() {
         // Framing is ours to decide: a user-supplied length could desynchronise the connection.
         if name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("transfer-encoding")
@@ -77,7 +94,7 @@ pub fn encode_request(spec: &ServiceSpec, out: &mut Vec<u8>) {
         }
         push_header(out, name, value);
     }
-    match (&spec.body, spec.method) {
+    match (parts.body, parts.method) {
         (Some(body), _) => {
             let mut n = itoa::Buffer::new();
             push_header(out, "Content-Length", n.format(body.len()));
@@ -90,6 +107,24 @@ pub fn encode_request(spec: &ServiceSpec, out: &mut Vec<u8>) {
         }
         (None, _) => out.extend_from_slice(b"\r\n"),
     }
+}
+
+/// The `Host` header: the same value as `Target::host_header`, written in place to avoid a
+/// `String`.
+fn push_host(out: &mut Vec<u8>, t: &Target) {
+    out.extend_from_slice(b"Host: ");
+    if t.host.contains(':') {
+        out.push(b'[');
+        out.extend_from_slice(t.host.as_bytes());
+        out.push(b']');
+    } else {
+        out.extend_from_slice(t.host.as_bytes());
+    }
+    if t.port != t.scheme.default_port() {
+        out.push(b':');
+        out.extend_from_slice(itoa::Buffer::new().format(t.port).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
@@ -112,6 +147,9 @@ pub struct ResponseHead {
     pub other_encoding: bool,
     /// The connection must not be reused after this response.
     pub close: bool,
+    /// `Location` of a redirect (301, 302, 303, 307, 308), as sent but with bytes a URL cannot
+    /// hold percent-encoded; None for any other status.
+    pub location: Option<Box<str>>,
 }
 
 /// Parses a response head from the start of `buf`. `Ok(None)` means "need more bytes";
@@ -144,9 +182,41 @@ pub fn parse_head(buf: &[u8], max: usize) -> Result<Option<(ResponseHead, usize)
         .code
         .ok_or_else(|| HttpError("missing status code".into()))?;
     let minor = resp.version.unwrap_or(1);
-    let head = scan_headers(resp.headers, status, minor)?;
+    let mut head = scan_headers(resp.headers, status, minor)?;
+    // A second look at the headers, only for a redirect: the common response pays nothing.
+    if is_redirect(status) {
+        head.location = resp
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("location"))
+            .map(|h| url_bytes(h.value.trim_ascii()))
+            .filter(|l| !l.is_empty());
+    }
     Ok(Some((head, n)))
 }
+
+/// The statuses that redirect to their `Location` (RFC 9110 15.4); 300 and 304 do not.
+pub fn is_redirect(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+/// `value` with spaces, controls and non-ASCII bytes percent-encoded (as browsers do), so a
+/// Location a server wrote carelessly still makes a valid request line.
+fn url_bytes(value: &[u8]) -> Box<str> {
+    let mut out = String::with_capacity(value.len());
+    for &b in value {
+        if (0x21..0x7f).contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out.into_boxed_str()
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// The framing and connection headers of a response head (the others are ignored).
 fn scan_headers(
@@ -211,6 +281,7 @@ fn scan_headers(
         chunked,
         other_encoding,
         close,
+        location: None,
     })
 }
 
@@ -333,6 +404,34 @@ pub(crate) mod tests {
             .flatten()
             .collect();
         assert!(parse_head(&many, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn redirects_keep_their_location_and_nothing_else_does() {
+        let head = |s: &[u8]| parse_head(s, 1024).unwrap().unwrap().0.location;
+        assert_eq!(
+            head(b"HTTP/1.1 301 Moved\r\nLocation:  /a b\xff?q=1 \r\nContent-Length: 0\r\n\r\n")
+                .as_deref(),
+            Some("/a%20b%FF?q=1")
+        );
+        assert_eq!(
+            head(b"HTTP/1.1 308 Permanent\r\nlocation: https://x/\r\n\r\n").as_deref(),
+            Some("https://x/")
+        );
+        for not_followed in [
+            b"HTTP/1.1 200 OK\r\nLocation: /a\r\n\r\n".as_slice(),
+            b"HTTP/1.1 300 Multiple Choices\r\nLocation: /a\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified\r\nLocation: /a\r\n\r\n",
+            b"HTTP/1.1 302 Found\r\nLocation: \r\n\r\n",
+            b"HTTP/1.1 302 Found\r\n\r\n",
+        ] {
+            assert_eq!(
+                head(not_followed),
+                None,
+                "{}",
+                String::from_utf8_lossy(not_followed)
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! to Redis Streams and PostgreSQL instead.
 
 pub mod healthcheck;
+pub mod instance;
 pub mod service_manager;
 pub mod standalone;
 

@@ -33,6 +33,9 @@ pub enum ServerError {
     /// The configuration is invalid.
     #[error("config: {0}")]
     Config(#[from] ConfigError),
+    /// Another instance holds the port or the database.
+    #[error("{0}")]
+    Instance(#[from] super::instance::InstanceError),
     /// The store could not be opened or drained.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -171,6 +174,8 @@ impl Publish for MeshPublisher {
 
 /// A running server: its threads and how to stop them.
 pub struct Running {
+    /// Held until the process exits: no second instance on this port or database.
+    _lock: super::instance::InstanceLock,
     shared: Arc<Shared>,
     shards: Vec<JoinHandle<()>>,
     writer: Writer,
@@ -183,6 +188,7 @@ pub struct Running {
 pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError> {
     let n = shard_count(cfg.server.shards);
     cfg.server.listen = concrete_listen_addr(cfg.server.listen)?;
+    let lock = super::instance::InstanceLock::acquire(cfg.server.listen, &cfg.storage)?;
     let mesh = Mesh::new(n, MESH_CAPACITY);
     let mut backend = store::open(&cfg.storage)?;
     backend.sync_services(&cfg.services)?;
@@ -216,6 +222,7 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
     let services = partition(std::mem::take(&mut cfg.services), n);
     let (threads, failure) = spawn_shards(&shared, &cfg.server, services, stored.last_states)?;
     let running = Running {
+        _lock: lock,
         shared,
         shards: threads,
         writer: spawned.writer,

@@ -3,10 +3,16 @@
 //! Every error names the offending key (`services[2].interval`) and says why, so
 //! `ringwatch check` and `ringwatch run` can refuse a bad file with one readable line.
 
+mod auth;
+mod defaults;
 mod duration;
 mod json;
 mod locate;
+mod log;
 mod raw;
+mod server;
+mod service;
+mod storage;
 mod url;
 mod validate;
 
@@ -14,11 +20,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use defaults::ServiceDefaults;
 pub use duration::{format_duration, parse_duration};
 pub use json::{api_service, type_name, JsonError, SERVICE_FIELDS};
+pub use service::parse_status_ranges;
 pub use url::parse_url;
-pub use validate::parse_status_ranges;
-pub use validate::ServiceDefaults;
 
 use crate::model::ServiceSpec;
 

@@ -52,21 +52,30 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
+/// `1 service`, `2 services`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(cfg) => {
                 println!(
-                    "{}: ok ({} services, {} shards)",
+                    "{}: ok ({}, {})",
                     config.display(),
-                    cfg.services.len(),
-                    server::shard_count(cfg.server.shards)
+                    count(cfg.services.len(), "service"),
+                    count(server::shard_count(cfg.server.shards), "shard")
                 );
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {}: {e}", config.display());
+                eprintln!("error: {e}");
                 ExitCode::from(2)
             }
         },
@@ -74,7 +83,7 @@ fn main() -> ExitCode {
             let mut cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("error: {}: {e}", config.display());
+                    eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             };
@@ -98,5 +107,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_pluralized() {
+        assert_eq!(count(0, "service"), "0 services");
+        assert_eq!(count(1, "service"), "1 service");
+        assert_eq!(count(2, "shard"), "2 shards");
     }
 }

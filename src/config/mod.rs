@@ -47,6 +47,38 @@ fn render(key: &str, message: &str) -> String {
     }
 }
 
+/// Why `Config::load` failed: the file could not be read, or what it holds is invalid. Both
+/// name the file, once.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read; the OS reason is kept.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file was read but a key in it is invalid.
+    #[error("{}: {error}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key at fault and why.
+        error: ConfigError,
+    },
+}
+
+impl LoadError {
+    /// The key-level error, when the file could be read.
+    pub fn config_error(&self) -> Option<&ConfigError> {
+        match self {
+            LoadError::Read { .. } => None,
+            LoadError::Invalid { error, .. } => Some(error),
+        }
+    }
+}
+
 /// What a token may do; `Write` includes `Read`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
@@ -355,16 +387,19 @@ pub struct Config {
 
 impl Config {
     /// Reads and validates a YAML file; relative paths in it resolve against its directory.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            key: String::new(),
-            message: format!("cannot read config file {}: {e}", path.display()),
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
         })?;
         let base = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        Config::parse(&text, base)
+        Config::parse(&text, base).map_err(|error| LoadError::Invalid {
+            path: path.to_path_buf(),
+            error,
+        })
     }
 
     /// Parses YAML text; `base` is the directory relative paths resolve against.

@@ -240,8 +240,8 @@ fn tls(t: &RawServerTls, base: &Path) -> Result<ServerTls> {
         return err("server.tls.key", "required: PEM private key file");
     };
     let (cert, key) = (resolve(base, cert.trim()), resolve(base, key.trim()));
-    let cert_pem = read_file("server.tls.cert", "", &cert)?;
-    let key_pem = read_file("server.tls.key", "", &key)?;
+    let cert_pem = read_file("server.tls.cert", "certificate file", &cert)?;
+    let key_pem = read_file("server.tls.key", "private key file", &key)?;
     let chain: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<std::result::Result<_, _>>()
         .or_else(|e| err("server.tls.cert", format!("invalid PEM: {e}")))?;

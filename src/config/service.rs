@@ -167,6 +167,11 @@ fn body(k: Keys, raw: Option<String>, method: Method) -> Result<Option<Bytes>> {
 }
 
 /// `interval` and `timeout`, each the service's own or inherited; the timeout must be shorter.
+///
+/// A clash is reported at `timeout` whenever the service sets either key, because that is the
+/// key to add or change; an inherited value is named as such (`timeout (default 5s)`) so the
+/// message never quotes a value as if the user had written it. Only when both are inherited is
+/// it the defaults that clash.
 fn interval_and_timeout(
     k: Keys,
     own_interval: &Option<String>,
@@ -181,25 +186,28 @@ fn interval_and_timeout(
         Some(_) => defaults::timeout(&k.at("timeout"), own_timeout, d.timeout)?,
         None => d.timeout,
     };
-    if timeout >= interval {
-        // Blame the key the user wrote in this service; if neither, the defaults clash.
-        let key = if own_timeout.is_some() {
-            k.at("timeout")
-        } else if own_interval.is_some() {
-            k.at("interval")
-        } else {
-            "defaults.timeout".to_string()
-        };
-        return err(
-            key,
-            format!(
-                "{} must be shorter than interval {}",
-                format_duration(timeout),
-                format_duration(interval)
-            ),
-        );
+    if timeout < interval {
+        return Ok((interval, timeout));
     }
-    Ok((interval, timeout))
+    let (i, t) = (format_duration(interval), format_duration(timeout));
+    match (own_interval.is_some(), own_timeout.is_some()) {
+        (true, true) => err(
+            k.at("timeout"),
+            format!("{t} must be shorter than interval {i}"),
+        ),
+        (false, true) => err(
+            k.at("timeout"),
+            format!("{t} must be shorter than interval (default {i})"),
+        ),
+        (true, false) => err(
+            k.at("timeout"),
+            format!("timeout (default {t}) must be shorter than interval {i}"),
+        ),
+        (false, false) => err(
+            "defaults.timeout",
+            format!("{t} must be shorter than defaults.interval {i}"),
+        ),
+    }
 }
 
 /// `timeouts.*`, falling back to `defaults.timeouts.*`, then to `timeout`.
@@ -339,7 +347,7 @@ fn tls(
 /// Checks that a CA file holds at least one PEM certificate, so `ringwatch check` names the key
 /// of a bad file; the prober builds its TLS client config from the same file later.
 fn check_ca_file(key: &str, path: &Path) -> Result<()> {
-    let pem = read_file(key, "CA file ", path)?;
+    let pem = read_file(key, "CA file", path)?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
         .collect::<std::result::Result<_, _>>()
         .or_else(|e| err(key, format!("CA file {}: invalid PEM: {e}", path.display())))?;

@@ -129,5 +129,5 @@ pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
 
 /// Reads a file the config names (a PEM file), naming `key` and the OS reason on failure.
 pub(super) fn read_file(key: &str, what: &str, path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).or_else(|e| err(key, format!("cannot read {what}{}: {e}", path.display())))
+    std::fs::read(path).or_else(|e| err(key, format!("cannot read {what} {}: {e}", path.display())))
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, LoadError};
 use crate::model::ServiceSpec;
 use crate::pipeline::judge::SeqCounter;
 use crate::rt::dns::ResolverHandle;
@@ -30,7 +30,7 @@ use crate::ws::ResultInterest;
 pub enum ServerError {
     /// The configuration is invalid.
     #[error("config: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] LoadError),
     /// The store could not be opened or drained.
     #[error("{0}")]
     Store(#[from] StoreError),

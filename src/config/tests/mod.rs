@@ -61,12 +61,13 @@ fn empty_file_gets_every_default() {
 }
 
 #[test]
-fn load_reports_missing_file() {
+fn load_reports_missing_file_with_the_os_reason() {
     let e = Config::load(Path::new("/nonexistent/ringwatch.yaml")).unwrap_err();
-    assert_eq!(e.key, "");
-    assert!(e
-        .to_string()
-        .starts_with("cannot read config file /nonexistent/ringwatch.yaml"));
+    assert!(e.config_error().is_none());
+    assert_eq!(
+        e.to_string(),
+        "cannot read config file /nonexistent/ringwatch.yaml: No such file or directory (os error 2)"
+    );
 }
 
 #[test]

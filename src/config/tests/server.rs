@@ -68,10 +68,15 @@ fn server_tls_needs_readable_matching_pem_files() {
         "server.tls.key",
         "required",
     );
-    fails(
+    // Unreadable files are named with the OS reason.
+    let e = fails(
         "server:\n  tls: {cert: /nonexistent/c.pem, key: /nonexistent/k.pem}\n",
         "server.tls.cert",
-        "cannot read",
+        "",
+    );
+    assert_eq!(
+        e.message,
+        "cannot read certificate file /nonexistent/c.pem: No such file or directory (os error 2)"
     );
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -83,6 +88,13 @@ fn server_tls_needs_readable_matching_pem_files() {
     let tls = ok.server.tls.expect("tls");
     assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
     assert_eq!(tls.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    let e = Config::parse(&yaml("c.pem", "nokey.pem"), dir.path()).unwrap_err();
+    assert_eq!(e.key, "server.tls.key");
+    let want = format!(
+        "cannot read private key file {}: No such file or directory (os error 2)",
+        dir.path().join("nokey.pem").display()
+    );
+    assert_eq!(e.message, want);
     let e = Config::parse(&yaml("empty.pem", "k.pem"), dir.path()).unwrap_err();
     assert_eq!(e.key, "server.tls.cert");
     let e = Config::parse(&yaml("c.pem", "empty.pem"), dir.path()).unwrap_err();

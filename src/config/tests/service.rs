@@ -114,7 +114,14 @@ fn ca_file_is_loaded_relative_to_the_config_dir() {
     assert!(c.services[0].tls.is_some());
     std::fs::write(dir.path().join("certs/ca.pem"), "not a pem").unwrap();
     let e = Config::load(&file).unwrap_err();
-    assert_eq!(e.key, "services[0].tls.ca_file");
+    let key = e.config_error().map(|c| c.key.as_str());
+    assert_eq!(key, Some("services[0].tls.ca_file"), "{e}");
+    // The file is named once, before the key.
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: services[0]", file.display())),
+        "{e}"
+    );
 }
 
 #[test]
@@ -215,14 +222,39 @@ fn timeout_must_be_shorter_than_interval() {
         "services[0].timeout: 30s must be shorter than interval 30s"
     );
     fails(
-        &svc("    interval: 1s\n"),
-        "services[0].interval",
-        "5s must be shorter than interval 1s",
-    );
-    fails(
         &format!("defaults: {{interval: 1s, timeout: 2s}}\n{}", svc("")),
         "defaults.timeout",
         "shorter",
+    );
+}
+
+#[test]
+fn a_clash_with_an_inherited_value_names_the_default_and_the_key_to_set() {
+    // Only `interval` written: the 5s is the default timeout, and `timeout` is what to add.
+    let e = fails(&svc("    interval: 2s\n"), "services[0].timeout", "");
+    assert_eq!(
+        e.to_string(),
+        "services[0].timeout: timeout (default 5s) must be shorter than interval 2s"
+    );
+    let e = fails(
+        &format!("defaults: {{timeout: 3s}}\n{}", svc("    interval: 3s\n")),
+        "services[0].timeout",
+        "",
+    );
+    assert_eq!(
+        e.message,
+        "timeout (default 3s) must be shorter than interval 3s"
+    );
+    // Only `timeout` written: the interval is the inherited one.
+    let e = fails(&svc("    timeout: 40s\n"), "services[0].timeout", "");
+    assert_eq!(e.message, "40s must be shorter than interval (default 30s)");
+    // The same over the API: the field is `timeout`, not `interval`.
+    let v = serde_json::json!({"name": "a", "url": "http://127.0.0.1:1/", "interval": "2s"});
+    let e = api_service(&v, &ServiceDefaults::default()).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("timeout"));
+    assert_eq!(
+        e.message,
+        "timeout (default 5s) must be shorter than interval 2s"
     );
 }
 
@@ -420,7 +452,7 @@ fn api_service_json_uses_the_same_rules_and_defaults() {
     let e = api_service(&bad, &c.defaults).unwrap_err();
     assert_eq!(
         (e.code, e.field.as_deref()),
-        ("invalid_value", Some("interval"))
+        ("invalid_value", Some("timeout"))
     );
 }
 

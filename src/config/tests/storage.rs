@@ -24,7 +24,10 @@ fn relative_paths_resolve_against_the_config_dir() {
         "services[0].tls.ca_file",
         "/etc/ringwatch/certs/ca.pem",
     );
-    assert!(e.message.contains("cannot read"), "{e}");
+    assert_eq!(
+        e.message,
+        "cannot read CA file /etc/ringwatch/certs/ca.pem: No such file or directory (os error 2)"
+    );
 }
 
 #[test]

@@ -2,7 +2,8 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -80,5 +81,44 @@ fn a_missing_config_file_is_named_once_with_the_os_reason() {
              interval 2s\n",
             file.display()
         )
+    );
+}
+
+#[test]
+fn logs_written_to_a_file_have_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = dir.path().join("rw.yaml");
+    std::fs::write(&config, base_config(port, &dir.path().join("rw.db"), 1, "")).expect("write");
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let ready = eventually(Duration::from_secs(20), || {
+        matches!(http_get(addr, "/readyz"), Ok((200, _)))
+    });
+    // SAFETY: kill(2) on the pid of the child this test spawned.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ringwatch did not stop after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log).expect("read log");
+    assert!(ready, "not ready:\n{text}");
+    assert!(text.contains("shard started"), "{text}");
+    assert!(
+        !text.contains("\x1b["),
+        "colour codes in a log file:\n{text:?}"
     );
 }

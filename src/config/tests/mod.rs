@@ -149,6 +149,13 @@ fn example_configs_parse() {
             .join("config")
             .join(name);
         let c = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // A service probing the example's own port would go DOWN as soon as a user changed
+        // `server.listen`: the example must not hard-code one.
+        let listen = c.server.listen.to_string();
+        assert!(
+            c.services.iter().all(|s| !s.url.contains(&listen)),
+            "{name} probes its own listen address {listen}"
+        );
         if name == "ringwatch.yaml" {
             assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
             assert_eq!(c.server.shards, 0);

@@ -99,39 +99,8 @@ pub async fn apply<H: Host>(host: &H, op: Op) -> Reply {
             v.truncate(limit);
             Ok(v)
         }
-        Op::Get(r) => host
-            .view(r.id)
-            .map(|v| vec![v])
-            .ok_or_else(|| not_found(&r)),
-        Op::Create(spec) => {
-            let id = spec.id;
-            if let Some(v) = host.view(id) {
-                return Err(ApiError {
-                    status: 409,
-                    code: "conflict",
-                    message: format!(
-                        "a service named {} already exists (source {})",
-                        v.spec.name,
-                        v.spec.source.as_str()
-                    ),
-                    field: Some("name".into()),
-                });
-            }
-            if !host.api_local().reserve(id) {
-                return Err(in_flight(id));
-            }
-            let r = host
-                .registry()
-                .write(RegistryWrite::Upsert(spec.clone()))
-                .await;
-            host.api_local().release(id);
-            r.map_err(store_failed)?;
-            let created = ServiceRef::name(&spec.name);
-            host.put(spec);
-            host.view(id)
-                .map(|v| vec![v])
-                .ok_or_else(|| not_found(&created))
-        }
+        Op::Get(r) => found(host, &r),
+        Op::Create(spec) => create(host, spec).await,
         Op::Patch(r, patch) => {
             let cur = host.view(r.id).ok_or_else(|| not_found(&r))?;
             if cur.spec.source == Source::Config {
@@ -159,29 +128,63 @@ pub async fn apply<H: Host>(host: &H, op: Op) -> Reply {
                 // Config services pause in memory only: the file stays the source of truth,
                 // so a reload or restart applies the file's `paused` again.
                 host.put(spec);
-                return host
-                    .view(r.id)
-                    .map(|v| vec![v])
-                    .ok_or_else(|| not_found(&r));
+                return found(host, &r);
             }
             persist_and_put(host, &r, spec).await
         }
-        Op::Delete(r) => {
-            let id = r.id;
-            let cur = host.view(id).ok_or_else(|| not_found(&r))?;
-            if cur.spec.source == Source::Config {
-                return Err(config_owned(&cur.spec));
-            }
-            if !host.api_local().reserve(id) {
-                return Err(in_flight(id));
-            }
-            let r = host.registry().write(RegistryWrite::Delete(id)).await;
-            host.api_local().release(id);
-            r.map_err(store_failed)?;
-            host.remove(id);
-            Ok(Vec::new())
-        }
+        Op::Delete(r) => delete(host, &r).await,
     }
+}
+
+/// The service `r` names, as a one-item reply, or 404 in the user's terms.
+fn found<H: Host>(host: &H, r: &ServiceRef) -> Reply {
+    host.view(r.id).map(|v| vec![v]).ok_or_else(|| not_found(r))
+}
+
+/// `Op::Create`: 409 when the name is taken; persisted before it is scheduled.
+async fn create<H: Host>(host: &H, spec: Arc<ServiceSpec>) -> Reply {
+    let id = spec.id;
+    if let Some(v) = host.view(id) {
+        return Err(ApiError {
+            status: 409,
+            code: "conflict",
+            message: format!(
+                "a service named {} already exists (source {})",
+                v.spec.name,
+                v.spec.source.as_str()
+            ),
+            field: Some("name".into()),
+        });
+    }
+    if !host.api_local().reserve(id) {
+        return Err(in_flight(id));
+    }
+    let written = host
+        .registry()
+        .write(RegistryWrite::Upsert(spec.clone()))
+        .await;
+    host.api_local().release(id);
+    written.map_err(store_failed)?;
+    let created = ServiceRef::name(&spec.name);
+    host.put(spec);
+    found(host, &created)
+}
+
+/// `Op::Delete`: API services only; removed once the store has marked it deleted.
+async fn delete<H: Host>(host: &H, r: &ServiceRef) -> Reply {
+    let id = r.id;
+    let cur = host.view(id).ok_or_else(|| not_found(r))?;
+    if cur.spec.source == Source::Config {
+        return Err(config_owned(&cur.spec));
+    }
+    if !host.api_local().reserve(id) {
+        return Err(in_flight(id));
+    }
+    let written = host.registry().write(RegistryWrite::Delete(id)).await;
+    host.api_local().release(id);
+    written.map_err(store_failed)?;
+    host.remove(id);
+    Ok(Vec::new())
 }
 
 fn in_flight(id: ServiceId) -> ApiError {
@@ -208,7 +211,7 @@ async fn persist_and_put<H: Host>(host: &H, r: &ServiceRef, spec: Arc<ServiceSpe
         return Err(not_found(r));
     }
     host.put(spec);
-    host.view(id).map(|v| vec![v]).ok_or_else(|| not_found(r))
+    found(host, r)
 }
 
 /// RFC 7386 JSON merge patch: objects merge recursively, `null` removes, the rest replaces.

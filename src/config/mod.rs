@@ -3,10 +3,16 @@
 //! Every error names the offending key (`services[2].interval`) and says why, so
 //! `ringwatch check` and `ringwatch run` can refuse a bad file with one readable line.
 
+mod auth;
+mod defaults;
 mod duration;
 mod json;
 mod locate;
+mod log;
 mod raw;
+mod server;
+mod service;
+mod storage;
 mod url;
 mod validate;
 
@@ -14,11 +20,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use defaults::ServiceDefaults;
 pub use duration::{format_duration, parse_duration};
 pub use json::{api_service, type_name, JsonError, SERVICE_FIELDS};
+pub use service::parse_status_ranges;
 pub use url::parse_url;
-pub use validate::parse_status_ranges;
-pub use validate::ServiceDefaults;
 
 use crate::model::ServiceSpec;
 
@@ -38,6 +44,38 @@ fn render(key: &str, message: &str) -> String {
         message.to_string()
     } else {
         format!("{key}: {message}")
+    }
+}
+
+/// Why `Config::load` failed: the file could not be read, or what it holds is invalid. Both
+/// name the file, once.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read; the OS reason is kept.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file was read but a key in it is invalid.
+    #[error("{}: {error}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key at fault and why.
+        error: ConfigError,
+    },
+}
+
+impl LoadError {
+    /// The key-level error, when the file could be read.
+    pub fn config_error(&self) -> Option<&ConfigError> {
+        match self {
+            LoadError::Read { .. } => None,
+            LoadError::Invalid { error, .. } => Some(error),
+        }
     }
 }
 
@@ -349,16 +387,19 @@ pub struct Config {
 
 impl Config {
     /// Reads and validates a YAML file; relative paths in it resolve against its directory.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            key: String::new(),
-            message: format!("cannot read config file {}: {e}", path.display()),
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
         })?;
         let base = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        Config::parse(&text, base)
+        Config::parse(&text, base).map_err(|error| LoadError::Invalid {
+            path: path.to_path_buf(),
+            error,
+        })
     }
 
     /// Parses YAML text; `base` is the directory relative paths resolve against.

@@ -16,7 +16,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::service_manager;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, LoadError};
 use crate::model::ServiceSpec;
 use crate::model::{Status, Transition};
 use crate::pipeline::event::Event;
@@ -32,7 +32,7 @@ use crate::ws::ResultInterest;
 pub enum ServerError {
     /// The configuration is invalid.
     #[error("config: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] LoadError),
     /// Another instance holds the port or the database.
     #[error("{0}")]
     Instance(#[from] super::instance::InstanceError),

@@ -579,6 +579,15 @@ impl Hub {
         self.set_filter(c, None);
     }
 
+    /// The snapshot of the matching services, then a warning for each name in the filter that
+    /// matches none of them (a typo must not look like a quiet service).
+    fn send_snapshot(&self, c: &Client, states: &[ServiceState], filter: &Filter) {
+        self.send_text(c, &protocol::snapshot(states, filter));
+        for warning in protocol::unknown_services(states, filter) {
+            self.send_text(c, &warning);
+        }
+    }
+
     /// Completes a subscription: snapshot, then replayed and buffered events in seq order,
     /// then live delivery. `rows` are stored transitions with seq > `since`.
     pub fn finish_subscribe(
@@ -597,7 +606,7 @@ impl Hub {
         if c.sub_gen.get() != gen || c.done.get() {
             return;
         }
-        self.send_text(c, &protocol::snapshot(states, &filter));
+        self.send_snapshot(c, states, &filter);
         let recent = self.recent.borrow();
         let pushed = self.pushed.get();
         let oldest_pos = pushed - recent.len() as u64;

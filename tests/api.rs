@@ -1,6 +1,7 @@
 //! End-to-end tests of the REST API, auth and TLS against the real binary.
 
 mod common;
+mod ws_support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -1031,4 +1032,46 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
     wss.write_all(&frame).unwrap();
     assert_eq!(read_text(&mut wss)["type"], "subscribed");
     assert_eq!(read_text(&mut wss)["type"], "snapshot");
+}
+
+#[test]
+fn a_service_id_has_one_shape_everywhere_and_every_route_takes_it() {
+    let target = Target::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let services = format!(
+        "services:\n  - {{name: shop, url: \"{}\", interval: 200ms, timeout: 150ms}}\n",
+        target.url("/ok")
+    );
+    let rw = start(dir.path(), 2, "", &services);
+    let a = rw.addr;
+    assert!(eventually(Duration::from_secs(10), || {
+        get(a, "/api/v1/transitions?since=0").json()["items"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty())
+    }));
+    let svc = get(a, "/api/v1/services/shop").json();
+    let id = svc["id"].as_str().expect("id is a string").to_string();
+    let transitions = get(a, "/api/v1/transitions?since=0").json();
+    let results = get(a, &format!("/api/v1/services/{id}/results?limit=1")).json();
+    let per_service = get(a, &format!("/api/v1/services/{id}/transitions")).json();
+    // The same string in every response, never a JSON number (2^53 would round it).
+    for shown in [
+        &transitions["items"][0]["service_id"],
+        &results["items"][0]["service_id"],
+        &per_service["items"][0]["service_id"],
+    ] {
+        assert_eq!(shown.as_str(), Some(id.as_str()), "{shown}");
+    }
+    // And every route takes it.
+    for path in [
+        format!("/api/v1/services/{id}"),
+        format!("/api/v1/services/{id}/results"),
+        format!("/api/v1/services/{id}/transitions"),
+    ] {
+        assert_eq!(get(a, &path).status, 200, "{path}");
+    }
+    let mut ws = ws_support::Ws::connect(a);
+    ws.subscribe(r#"{"op":"subscribe","since":0}"#);
+    let (t, _) = ws.until_type("transition", Duration::from_secs(10));
+    assert_eq!(t["service_id"].as_str(), Some(id.as_str()));
 }

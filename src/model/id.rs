@@ -38,6 +38,14 @@ impl ServiceId {
     }
 }
 
+/// In JSON an id is always its 16-hex-digit string: the REST API, the stream and the history
+/// agree, and JavaScript (whose numbers stop at 2^53) reads it back exactly.
+impl serde::Serialize for ServiceId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for ServiceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)

@@ -207,6 +207,8 @@ pub struct ServerConfig {
     pub tls: Option<ServerTls>,
     /// WebSocket stream settings (`server.ws`).
     pub ws: WsConfig,
+    /// `/metrics` carries per-service series (status, last latency, last probe time).
+    pub per_service_metrics: bool,
 }
 
 /// `server.tls`, loaded: the rustls config built from the PEM files.

@@ -30,6 +30,7 @@ pub(super) struct RawServer {
     pub(super) resolver: Option<RawResolver>,
     pub(super) ws: Option<RawWs>,
     pub(super) tls: Option<RawServerTls>,
+    pub(super) per_service_metrics: Option<bool>,
 }
 
 /// `server.tls`: serve https with these PEM files.

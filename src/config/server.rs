@@ -43,6 +43,7 @@ pub(super) fn server(s: Option<&RawServer>, base: &Path) -> Result<ServerConfig>
         shutdown_grace,
         ws: ws(s.ws.as_ref())?,
         tls: s.tls.as_ref().map(|t| tls(t, base)).transpose()?,
+        per_service_metrics: s.per_service_metrics.unwrap_or(true),
     })
 }
 

@@ -175,7 +175,7 @@ impl Shard {
         self.probe_done.notify();
         self.count(plan, &result, lag);
         if let ResultRoute::Forward(out) = &self.routes.results {
-            self.release(plan, at, result.timings.total);
+            self.release(plan, at, result.timings.total, ended.now);
             out.push(result);
             return;
         }
@@ -214,11 +214,12 @@ impl Shard {
     }
 
     /// Marks the slot's probe finished (when the slot still holds this service).
-    fn release(&self, plan: &Plan, at: SlotId, latency: Duration) {
+    fn release(&self, plan: &Plan, at: SlotId, latency: Duration, now: UnixMillis) {
         let mut services = self.services.borrow_mut();
         if let Some(slot) = services.at_mut(at).filter(|s| s.plan.id == plan.id) {
             slot.running = false;
             slot.last_latency = latency;
+            slot.last_probe = now;
         }
     }
 
@@ -235,6 +236,7 @@ impl Shard {
         };
         slot.running = false;
         slot.last_latency = result.timings.total;
+        slot.last_probe = ended.now;
         let before = slot.health;
         let Some(change) = slot.health.observe(
             result.ok(),

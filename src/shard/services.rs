@@ -26,6 +26,8 @@ pub(super) struct Slot {
     pub(super) running: bool,
     /// Latency of the last probe, for snapshots.
     pub(super) last_latency: Duration,
+    /// When the last probe ended (zero before the first).
+    pub(super) last_probe: UnixMillis,
 }
 
 impl Slot {
@@ -72,6 +74,7 @@ impl Shard {
                         generation,
                         running: false,
                         last_latency: Duration::ZERO,
+                        last_probe: UnixMillis(0),
                     },
                 );
                 if !paused {

@@ -27,6 +27,10 @@
 //! **`probe`**: the hand-rolled HTTP/1.1 (+ rustls) client, with a plan made once per
 //! definition so a probe allocates nothing.
 //!
+//! **`remote`**: cluster transport, the only code that knows Redis: the jobs, results and
+//! events streams, the scheduler lease, and the tasks that move entries between them and the
+//! shards.
+//!
 //! **`store`**: the append-only log. A write side owned by one writer thread (results in
 //! batches; transitions numbered at commit and published only after it) and a read side for
 //! history, each a trait with a SQLite implementation.
@@ -51,6 +55,7 @@ pub mod rt;
 
 pub mod pipeline;
 pub mod probe;
+pub mod remote;
 pub mod store;
 
 pub mod api;

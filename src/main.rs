@@ -30,6 +30,10 @@ enum Command {
         /// Override `server.shards` (0 = one per core).
         #[arg(long)]
         shards: Option<usize>,
+        /// Cluster roles of this process, comma-separated: scheduler, worker, ingest, gateway,
+        /// or all (overrides `cluster.roles`; needs a `cluster` section).
+        #[arg(long)]
+        role: Option<String>,
     },
     /// Validate a config file and exit (non-zero, naming the bad key, when invalid).
     Check {
@@ -49,6 +53,21 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = ringwatch::config::parse_duration)]
         timeout: std::time::Duration,
     },
+}
+
+/// `--role` overrides `cluster.roles`.
+fn apply_roles(cfg: &mut Config, role: Option<&str>) -> Result<(), String> {
+    let Some(list) = role else {
+        return Ok(());
+    };
+    let roles = ringwatch::config::Roles::parse_list(list.split(','))?;
+    match cfg.cluster.as_mut() {
+        Some(c) => {
+            c.roles = roles;
+            Ok(())
+        }
+        None => Err("needs a cluster section in the config (cluster.redis)".into()),
+    }
 }
 
 /// Installs the `tracing` subscriber on stderr.
@@ -110,7 +129,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config, shards } => {
+        Command::Run {
+            config,
+            shards,
+            role,
+        } => {
             let mut cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -121,8 +144,17 @@ fn main() -> ExitCode {
             if let Some(n) = shards {
                 cfg.server.shards = n;
             }
+            if let Err(e) = apply_roles(&mut cfg, role.as_deref()) {
+                eprintln!("error: --role: {e}");
+                return ExitCode::from(2);
+            }
             init_logging(&cfg.log.level, cfg.log.format);
-            let running = match server::start(cfg, &config) {
+            let started = if cfg.cluster.is_some() {
+                ringwatch::roles::cluster::start(cfg, &config)
+            } else {
+                server::start(cfg, &config)
+            };
+            let running = match started {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start");

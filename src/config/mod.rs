@@ -4,6 +4,7 @@
 //! `ringwatch check` and `ringwatch run` can refuse a bad file with one readable line.
 
 mod auth;
+mod cluster;
 mod defaults;
 mod duration;
 mod json;
@@ -20,6 +21,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cluster::REDIS_PASSWORD_ENV;
 pub use defaults::ServiceDefaults;
 pub use duration::{format_duration, parse_duration};
 pub use json::{api_service, type_name, JsonError, SERVICE_FIELDS};
@@ -370,6 +372,110 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// The roles a cluster process plays (any combination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Holds (or stands by for) the scheduler lease and dispatches jobs.
+    pub scheduler: bool,
+    /// Probes jobs from the jobs stream.
+    pub worker: bool,
+    /// Stores results and decides transitions in PostgreSQL.
+    pub ingest: bool,
+    /// Streams transitions to WebSocket clients.
+    pub gateway: bool,
+}
+
+impl Roles {
+    /// Every role: standalone behaviour over Redis and PostgreSQL.
+    pub const ALL: Roles = Roles {
+        scheduler: true,
+        worker: true,
+        ingest: true,
+        gateway: true,
+    };
+
+    /// Parses role names (`scheduler`, `worker`, `ingest`, `gateway`, `all`).
+    pub fn parse_list<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Roles, String> {
+        let mut r = Roles {
+            scheduler: false,
+            worker: false,
+            ingest: false,
+            gateway: false,
+        };
+        for n in names {
+            match n.trim() {
+                "all" => r = Roles::ALL,
+                "scheduler" => r.scheduler = true,
+                "worker" => r.worker = true,
+                "ingest" => r.ingest = true,
+                "gateway" => r.gateway = true,
+                other => {
+                    return Err(format!(
+                    "unknown role \"{other}\" (expected scheduler, worker, ingest, gateway or all)"
+                ))
+                }
+            }
+        }
+        if r == (Roles {
+            scheduler: false,
+            worker: false,
+            ingest: false,
+            gateway: false,
+        }) {
+            return Err("no role given".into());
+        }
+        Ok(r)
+    }
+
+    /// The role names, comma-separated (logs, metrics).
+    pub fn names(&self) -> String {
+        [
+            (self.scheduler, "scheduler"),
+            (self.worker, "worker"),
+            (self.ingest, "ingest"),
+            (self.gateway, "gateway"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(",")
+    }
+}
+
+/// The `cluster` section: present = this process is a node of a cluster.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// Redis URL (no credentials).
+    pub redis: String,
+    /// Redis password (from the environment or `password_file`; never logged).
+    pub password: Option<String>,
+    /// Roles of this process (`--role` overrides).
+    pub roles: Roles,
+    /// This node's name in consumer groups and the lease (default: host name and port).
+    pub node: Option<String>,
+    /// Scheduler lease time to live: a standby takes over within it.
+    pub lease_ttl: Duration,
+    /// A job pending this long without an acknowledgement is taken over by another worker
+    /// (`XAUTOCLAIM` min-idle); longer than any probe's timeout.
+    pub claim_idle: Duration,
+    /// Entries read or written per stream round trip.
+    pub batch: usize,
+    /// Approximate bound of each stream (`MAXLEN ~`).
+    pub stream_maxlen: u64,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis", &self.redis)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("roles", &self.roles)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -385,6 +491,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Effective `defaults`, applied to services created over the API too.
     pub defaults: std::sync::Arc<ServiceDefaults>,
+    /// `cluster` section; None for a standalone process.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {

@@ -51,6 +51,13 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         services.push(spec);
     }
     let auth = super::auth::auth(raw.auth.as_ref(), &server)?;
+    let cluster = super::cluster::cluster(raw.cluster.as_ref(), base)?;
+    if cluster.is_some() && !matches!(storage.kind, super::StorageKind::Postgres { .. }) {
+        return err(
+            "storage.kind",
+            "a cluster stores in PostgreSQL: set storage.kind: postgres (and storage.url)",
+        );
+    }
     Ok(Config {
         server,
         storage,
@@ -58,6 +65,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
         services,
         auth,
         defaults: Arc::new(defaults),
+        cluster,
     })
 }
 

@@ -22,6 +22,14 @@ impl ServiceId {
         ServiceId(raw)
     }
 
+    /// Parses the 16-hex-digit form `Display` writes; None for anything else.
+    pub fn parse_hex(s: &str) -> Option<ServiceId> {
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(ServiceId)
+    }
+
     /// The raw value, for storage and wire formats.
     pub fn get(self) -> u64 {
         self.0
@@ -43,6 +51,14 @@ impl ServiceId {
 impl serde::Serialize for ServiceId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ServiceId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ServiceId::parse_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a 16-hex-digit id")))
     }
 }
 

@@ -236,6 +236,9 @@ impl Shard {
         let merged = render_shards(&mut w, &snaps, published);
         self.shared.store.render(&mut w, self.shared.seq.get());
         merged.ws.render(&mut w, &self.shared.interest);
+        if let Some(c) = &self.shared.cluster {
+            c.render(&mut w, &c.snapshot(GATHER_WAIT).await);
+        }
         if self.shared.server.per_service_metrics {
             render_services(&mut w, &snaps);
         }

@@ -113,7 +113,8 @@ impl LatestSeq {
         self.0.load(Ordering::Acquire)
     }
 
-    fn set(&self, seq: u64) {
+    /// Advances it (the writer after a publish; a cluster node's events reader).
+    pub fn set(&self, seq: u64) {
         self.0.store(seq, Ordering::Release);
     }
 }

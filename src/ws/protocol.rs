@@ -41,8 +41,7 @@ impl Filter {
         if !kind_ok {
             return false;
         }
-        let tags: &[String] = e.spec.as_ref().map(|s| &s.tags[..]).unwrap_or(&[]);
-        self.matches_service(&e.service, tags)
+        self.matches_service(&e.service, e.tags.get())
     }
 }
 

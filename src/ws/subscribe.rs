@@ -9,7 +9,7 @@ use super::client::{Client, Out};
 use super::hub::Hub;
 use super::protocol::{self, Filter, ServiceState};
 use crate::model::Transition;
-use crate::pipeline::event::Event;
+use crate::pipeline::event::{Event, EventTags};
 
 /// A subscription being prepared.
 pub struct Subscription {
@@ -134,7 +134,7 @@ impl Hub {
                 skip.push(t.seq);
             }
             replayed += 1;
-            let e = Event::transition_with(t, None, Instant::now());
+            let e = Event::transition_with(t, EventTags::Unknown, Instant::now());
             by_seq.insert(t.seq, Arc::new(e));
         }
         self.stats.borrow_mut().replayed += replayed;
@@ -155,9 +155,9 @@ impl Hub {
             .map(|s| (s.name.as_str(), &s.tags[..]))
             .collect();
         for e in events {
-            let ok = match &e.spec {
-                Some(_) => filter.matches(e),
-                None => {
+            let ok = match e.tags.known() {
+                true => filter.matches(e),
+                false => {
                     filter.transitions
                         && filter.matches_service(
                             &e.service,

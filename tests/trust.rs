@@ -255,3 +255,75 @@ fn a_restart_keeps_statuses_and_announces_nothing_new() {
     assert!(rw.terminate().success());
     assert_eq!(stored(&db_path).len(), 2);
 }
+
+/// Runs `ringwatch run` on `cfg` (written into `dir`) expecting it to refuse to start.
+fn refused(dir: &Path, cfg: &str) -> String {
+    let path = dir.join("second.yaml");
+    std::fs::write(&path, cfg).expect("write config");
+    let mut child = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run second instance");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a second instance started and kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "a second instance exited successfully");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    err
+}
+
+#[test]
+fn a_second_instance_on_the_same_port_or_database_refuses_to_start() {
+    let target = Target::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db_path = dir.path().join("rw.db");
+    let port = free_port();
+    let services = format!(
+        "services:\n  - {{name: a, url: '{}', interval: 1s, timeout: 500ms}}\n",
+        target.url("/ok")
+    );
+    let rw = Ringwatch::start_in(
+        dir.path(),
+        port,
+        &(base_config(port, &db_path, 2, "") + &services),
+    );
+    let err = refused(
+        dir.path(),
+        &(base_config(port, &dir.path().join("other.db"), 2, "") + &services),
+    );
+    assert!(err.contains(&format!("port {port}")), "{err}");
+    let err = refused(
+        dir.path(),
+        &(base_config(free_port(), &db_path, 2, "") + &services),
+    );
+    assert!(
+        err.contains("rw.db") && err.contains("storage.path"),
+        "{err}"
+    );
+    // The first instance kept serving every request.
+    for _ in 0..20 {
+        assert_eq!(rw.get("/readyz").0, 200);
+    }
+    assert!(rw.terminate().success());
+    // Once it is gone the same configuration starts.
+    let again = Ringwatch::start_in(
+        dir.path(),
+        port,
+        &(base_config(port, &dir.path().join("other.db"), 2, "") + &services),
+    );
+    assert!(again.terminate().success());
+}

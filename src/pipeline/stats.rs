@@ -35,8 +35,10 @@ pub struct PipelineStats {
     pub skipped_overlap: u64,
     /// Planned probes skipped because the shard fell behind.
     pub skipped_behind: u64,
-    /// Results the store queue refused (full).
+    /// Results the store queue (or a worker's results outbox) refused (full).
     pub results_dropped: u64,
+    /// Cluster jobs a saturated shard could not take (left pending, reclaimed later).
+    pub jobs_refused: u64,
     /// Live result events serialized and framed here (once per event, whatever the client
     /// count); transition events are encoded by the store's publisher and added at scrape.
     pub events_encoded: u64,
@@ -53,6 +55,7 @@ impl Default for PipelineStats {
             skipped_overlap: 0,
             skipped_behind: 0,
             results_dropped: 0,
+            jobs_refused: 0,
             events_encoded: 0,
         }
     }
@@ -101,6 +104,7 @@ impl PipelineStats {
         self.skipped_overlap += o.skipped_overlap;
         self.skipped_behind += o.skipped_behind;
         self.results_dropped += o.results_dropped;
+        self.jobs_refused += o.jobs_refused;
         self.events_encoded += o.events_encoded;
     }
 

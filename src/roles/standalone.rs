@@ -16,10 +16,11 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::service_manager;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, LoadError};
 use crate::model::ServiceSpec;
 use crate::model::{Status, Transition};
 use crate::pipeline::event::Event;
+use crate::pipeline::seam::Routes;
 use crate::rt::dns::ResolverHandle;
 use crate::rt::mesh::{From, Mesh};
 use crate::shard::{self, ShardMsg, Shared};
@@ -32,7 +33,10 @@ use crate::ws::ResultInterest;
 pub enum ServerError {
     /// The configuration is invalid.
     #[error("config: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] LoadError),
+    /// Another instance holds the port or the database.
+    #[error("{0}")]
+    Instance(#[from] super::instance::InstanceError),
     /// The store could not be opened or drained.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -57,7 +61,7 @@ pub enum ServerError {
 }
 
 /// Ring capacity between each pair of shards.
-const MESH_CAPACITY: usize = 4096;
+pub(super) const MESH_CAPACITY: usize = 4096;
 
 /// Shard count for a config value (0 = one per available core).
 pub fn shard_count(configured: usize) -> usize {
@@ -80,7 +84,7 @@ pub fn partition(services: Vec<ServiceSpec>, shards: usize) -> Vec<Vec<Arc<Servi
 }
 
 /// Resolves port 0 to a concrete free port so every shard binds the same one.
-fn concrete_listen_addr(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+pub(super) fn concrete_listen_addr(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
     if addr.port() != 0 {
         return Ok(addr);
     }
@@ -95,14 +99,15 @@ fn concrete_listen_addr(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
 }
 
 /// Read-pool threads for API history queries, and their queue bound (full = 503 busy).
-const READ_THREADS: usize = 2;
-const READ_QUEUE: usize = 256;
+pub(super) const READ_THREADS: usize = 2;
+/// Pending reads accepted by the pool.
+pub(super) const READ_QUEUE: usize = 256;
 
 /// Opens the API read pool and loads the API-defined services persisted in the store.
 ///
 /// A stored service that no longer validates (e.g. `defaults` changed) or whose name is now
 /// taken by a config service is skipped with a warning; its row and results stay.
-fn open_reader(cfg: &Config) -> Result<Stored, ServerError> {
+pub(super) fn open_reader(cfg: &Config) -> Result<Stored, ServerError> {
     let storage = cfg.storage.clone();
     let reader = ReadPool::open(
         move || store::open_reader(&storage),
@@ -110,24 +115,7 @@ fn open_reader(cfg: &Config) -> Result<Stored, ServerError> {
         READ_QUEUE,
     )?;
     let ro = store::open_reader(&cfg.storage)?;
-    let config_ids: std::collections::HashSet<_> = cfg.services.iter().map(|s| s.id).collect();
-    let mut out = Vec::new();
-    for row in ro.services(false)? {
-        if row.source != "api" {
-            continue;
-        }
-        if config_ids.contains(&row.id) {
-            tracing::warn!(service = %row.name, "API service shadowed by a config service of the same name");
-            continue;
-        }
-        let parsed = serde_json::from_str::<serde_json::Value>(&row.spec)
-            .map_err(|e| e.to_string())
-            .and_then(|v| crate::config::api_service(&v, &cfg.defaults).map_err(|e| e.to_string()));
-        match parsed {
-            Ok(spec) => out.push(spec),
-            Err(e) => tracing::warn!(service = %row.name, error = %e, "stored API service skipped"),
-        }
-    }
+    let out = api_services(ro.as_ref(), &cfg.services, &cfg.defaults, true)?;
     Ok(Stored {
         reader,
         api_services: out,
@@ -135,14 +123,50 @@ fn open_reader(cfg: &Config) -> Result<Stored, ServerError> {
     })
 }
 
+/// The API-defined services stored in the registry, validated with the current `defaults`.
+///
+/// A stored service that no longer validates (e.g. `defaults` changed) or whose name is now
+/// taken by a config service is skipped (with a warning when `warn`); its row and results stay.
+pub(super) fn api_services(
+    ro: &dyn store::StoreReader,
+    config: &[ServiceSpec],
+    defaults: &crate::config::ServiceDefaults,
+    warn: bool,
+) -> Result<Vec<ServiceSpec>, StoreError> {
+    let config_ids: std::collections::HashSet<_> = config.iter().map(|s| s.id).collect();
+    let mut out = Vec::new();
+    for row in ro.services(false)? {
+        if row.source != "api" {
+            continue;
+        }
+        if config_ids.contains(&row.id) {
+            if warn {
+                tracing::warn!(service = %row.name, "API service shadowed by a config service of the same name");
+            }
+            continue;
+        }
+        let parsed = serde_json::from_str::<serde_json::Value>(&row.spec)
+            .map_err(|e| e.to_string())
+            .and_then(|v| crate::config::api_service(&v, defaults).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(spec) => out.push(spec),
+            Err(e) if warn => {
+                tracing::warn!(service = %row.name, error = %e, "stored API service skipped")
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(out)
+}
+
 /// What start-up reads from the store besides the writer's `StoreInfo`.
-struct Stored {
+pub(super) struct Stored {
     /// The read pool for the API and `since`.
-    reader: ReadPool,
+    pub(super) reader: ReadPool,
     /// API-defined services to run.
-    api_services: Vec<ServiceSpec>,
+    pub(super) api_services: Vec<ServiceSpec>,
     /// Each service's last stored status.
-    last_states: Vec<LastState>,
+    pub(super) last_states: Vec<LastState>,
 }
 
 /// Publishes committed transitions to every shard's clients: encodes each event once on the
@@ -171,18 +195,23 @@ impl Publish for MeshPublisher {
 
 /// A running server: its threads and how to stop them.
 pub struct Running {
-    shared: Arc<Shared>,
-    shards: Vec<JoinHandle<()>>,
-    writer: Writer,
-    config_path: PathBuf,
+    /// Held until the process exits: no second instance on this port or database.
+    pub(super) _lock: super::instance::InstanceLock,
+    pub(super) shared: Arc<Shared>,
+    pub(super) shards: Vec<JoinHandle<()>>,
+    pub(super) writer: Writer,
+    pub(super) config_path: PathBuf,
     /// The address the shards listen on.
     pub listen: SocketAddr,
+    /// A cluster node's transport threads and registry mirror (None standalone).
+    pub(super) cluster: Option<super::cluster::Parts>,
 }
 
 /// Starts everything described by `cfg` (read from `config_path`, re-read on reload).
 pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError> {
     let n = shard_count(cfg.server.shards);
     cfg.server.listen = concrete_listen_addr(cfg.server.listen)?;
+    let lock = super::instance::InstanceLock::acquire(cfg.server.listen, &cfg.storage)?;
     let mesh = Mesh::new(n, MESH_CAPACITY);
     let mut backend = store::open(&cfg.storage)?;
     backend.sync_services(&cfg.services)?;
@@ -203,6 +232,7 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
         registry: spawned.writer.registry(),
         defaults: cfg.defaults.clone(),
         interest: ResultInterest::default(),
+        cluster: None,
     });
     if !shared.auth.enabled() {
         tracing::warn!(
@@ -214,13 +244,18 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
     cfg.services.extend(stored.api_services);
     let total = cfg.services.len();
     let services = partition(std::mem::take(&mut cfg.services), n);
-    let (threads, failure) = spawn_shards(&shared, &cfg.server, services, stored.last_states)?;
+    let (threads, failure) =
+        spawn_shards(&shared, &cfg.server, services, stored.last_states, |_| {
+            Routes::local()
+        })?;
     let running = Running {
+        _lock: lock,
         shared,
         shards: threads,
         writer: spawned.writer,
         config_path: config_path.to_path_buf(),
         listen: cfg.server.listen,
+        cluster: None,
     };
     if let Some(e) = failure {
         let _ = running.stop();
@@ -238,13 +273,14 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
     Ok(running)
 }
 
-/// Starts one thread per shard with its services and their restored statuses, and waits for
-/// every shard to listen; returns the threads and the first start-up failure.
-fn spawn_shards(
+/// Starts one thread per shard with its services, their restored statuses and its routes, and
+/// waits for every shard to listen; returns the threads and the first start-up failure.
+pub(super) fn spawn_shards(
     shared: &Arc<Shared>,
     server: &crate::config::ServerConfig,
     services: Vec<Vec<Arc<ServiceSpec>>>,
     last_states: Vec<LastState>,
+    routes: impl Fn(usize) -> Routes,
 ) -> Result<(Vec<JoinHandle<()>>, Option<ServerError>), ServerError> {
     let n = services.len();
     let cores = std::thread::available_parallelism()
@@ -260,9 +296,10 @@ fn spawn_shards(
         let shared = shared.clone();
         let tx = tx.clone();
         let cpu = server.pin.then_some(id % cores);
+        let routes = routes(id);
         let t = std::thread::Builder::new()
             .name(format!("shard-{id}"))
-            .spawn(move || shard::run(id, cpu, shared, services, restored, tx))
+            .spawn(move || shard::run(id, cpu, shared, services, restored, routes, tx))
             .map_err(|source| ServerError::Os {
                 what: "spawning a shard thread",
                 source,
@@ -291,7 +328,7 @@ fn spawn_shards(
 
 impl Running {
     /// Sends `msg(shard)` to every shard from the control ring, retrying while a ring is full.
-    fn tell_all(&self, mut msg: impl FnMut(usize) -> ShardMsg) {
+    pub(super) fn tell_all(&self, mut msg: impl FnMut(usize) -> ShardMsg) {
         let mesh = &self.shared.mesh;
         for to in 0..mesh.shards() {
             let mut m = msg(to);
@@ -322,6 +359,11 @@ impl Running {
             tracing::warn!(error = %e, "could not update the service registry");
         }
         let total = cfg.services.len();
+        if let Some(c) = &self.cluster {
+            // The registry mirror merges them with the API's services and tells the shards.
+            c.config_changed(cfg.services);
+            return Ok(total);
+        }
         let mut parts = partition(cfg.services, n);
         self.tell_all(|to| ShardMsg::ReplaceConfig(std::mem::take(&mut parts[to])));
         Ok(total)
@@ -333,6 +375,9 @@ impl Running {
         self.tell_all(|_| ShardMsg::Shutdown);
         for t in self.shards {
             let _ = t.join();
+        }
+        if let Some(c) = &self.cluster {
+            c.drain();
         }
         let written = self.shared.store.counters.written.load(Ordering::Relaxed);
         self.writer.finish()?;

@@ -2,9 +2,9 @@
 //!
 //! Shards own their data and never share it behind a lock; when one shard needs another to do
 //! something (fan out an event, report its stats, adopt a service) it sends a message here.
-//! Ring `(from, to)` has exactly one producer (shard `from`) and one consumer (shard `to`); two
-//! extra rings per shard carry messages from control threads (signals, reloads) and from the
-//! storage writer (committed transitions).
+//! Ring `(from, to)` has exactly one producer (shard `from`) and one consumer (shard `to`); three
+//! extra rings per shard carry messages from side threads: control (signals, reloads), the
+//! storage writer (committed transitions) and the cluster transport (jobs, events).
 //!
 //! Waking is batched by construction: a sender wakes the receiver through an `AtomicWaker`,
 //! which holds a waker only while the receiver is parked. While the receiver is busy draining,
@@ -28,10 +28,12 @@ pub enum From {
     Control,
     /// The storage writer (committed transitions).
     Store,
+    /// The cluster transport thread (jobs and events from Redis).
+    Remote,
 }
 
-/// Rings per receiving shard that do not come from a shard: `Control` and `Store`.
-const SIDE_ROWS: usize = 2;
+/// Rings per receiving shard that do not come from a shard: `Control`, `Store`, `Remote`.
+const SIDE_ROWS: usize = 3;
 
 /// The mesh of `n * (n + SIDE_ROWS)` rings shared by all shards.
 pub struct Mesh<T> {
@@ -66,6 +68,7 @@ impl<T: Send> Mesh<T> {
             From::Shard(i) => i,
             From::Control => self.shards,
             From::Store => self.shards + 1,
+            From::Remote => self.shards + 2,
         };
         &self.rings[row * self.shards + to]
     }

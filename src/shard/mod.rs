@@ -17,6 +17,7 @@ mod accept;
 mod gather;
 mod messages;
 mod probing;
+mod remote;
 mod routes;
 mod services;
 
@@ -74,13 +75,24 @@ pub struct Shared {
     pub defaults: Arc<ServiceDefaults>,
     /// How many WebSocket clients, on all shards, want result events.
     pub interest: ResultInterest,
+    /// A cluster node's transport state (None standalone).
+    pub cluster: Option<crate::remote::ClusterHandle>,
 }
 
 impl Shared {
-    /// True when every shard listens and shutdown has not begun.
-    pub fn ready(&self) -> bool {
-        self.shards_ready.load(Ordering::Acquire) == self.mesh.shards()
-            && !self.stopping.load(Ordering::Acquire)
+    /// Ready when every shard listens, shutdown has not begun and (in a cluster) Redis
+    /// answers; otherwise the reason `/readyz` gives.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err("shutting down");
+        }
+        if self.shards_ready.load(Ordering::Acquire) != self.mesh.shards() {
+            return Err("starting");
+        }
+        if self.cluster.as_ref().is_some_and(|c| !c.redis_up()) {
+            return Err("redis unavailable");
+        }
+        Ok(())
     }
 }
 
@@ -104,6 +116,11 @@ pub struct Shard {
     next_generation: Cell<u32>,
     api: crate::api::Local,
     hub: Rc<ws::Hub>,
+    /// Cluster jobs waiting for a free probe slot (at most `max_inflight`).
+    remote_queue: RefCell<std::collections::VecDeque<crate::remote::RemoteJob>>,
+    /// Plans of the definitions cluster jobs carried, by service.
+    remote_plans:
+        RefCell<std::collections::HashMap<crate::model::ServiceId, Rc<crate::probe::plan::Plan>>>,
 }
 
 impl Shard {
@@ -127,6 +144,8 @@ impl Shard {
             next_generation: Cell::new(0),
             api: crate::api::Local::default(),
             hub,
+            remote_queue: RefCell::default(),
+            remote_plans: RefCell::default(),
         })
     }
 }
@@ -140,6 +159,7 @@ pub fn run(
     shared: Arc<Shared>,
     services: Vec<Arc<ServiceSpec>>,
     restored: Vec<LastState>,
+    routes: Routes,
     started: std::sync::mpsc::Sender<io::Result<()>>,
 ) {
     if let Some(cpu) = cpu {
@@ -164,7 +184,7 @@ pub fn run(
             services = services.len(),
             "shard started"
         );
-        let shard = Shard::new(id, driver, shared.clone(), Routes::local());
+        let shard = Shard::new(id, driver, shared.clone(), routes);
         for spec in services {
             shard.upsert(spec);
         }

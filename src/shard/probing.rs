@@ -15,7 +15,7 @@ use super::Shard;
 use crate::model::{Decided, ProbeResult, UnixMillis};
 use crate::pipeline::event::Event;
 use crate::pipeline::sched::{self, Due};
-use crate::pipeline::seam::{Dispatch, Job, JobRoute, ResultRoute};
+use crate::pipeline::seam::{Dispatch, Job, JobRoute};
 use crate::pipeline::stats::Skip;
 use crate::probe::plan::Plan;
 use crate::rt::mesh::From;
@@ -90,12 +90,12 @@ impl Shard {
                 return;
             }
             debug_assert!(!slot.spec().paused);
-            let (next, skipped) = sched::next_run(
-                due.at,
-                now,
-                slot.plan.interval.get(),
-                f64::from(slot.plan.jitter),
-            );
+            // A cluster scheduler stays on the service's grid of slots: no jitter.
+            let jitter = match self.routes.jobs {
+                JobRoute::Probe => f64::from(slot.plan.jitter),
+                _ => 0.0,
+            };
+            let (next, skipped) = sched::next_run(due.at, now, slot.plan.interval.get(), jitter);
             self.sched.borrow_mut().push(Due { at: next, ..due });
             if skipped > 0 {
                 self.stats.borrow_mut().pipeline.skip(Skip::Behind, skipped);
@@ -105,6 +105,9 @@ impl Shard {
                 return;
             }
             slot.running = matches!(self.routes.jobs, JobRoute::Probe);
+            if matches!(self.routes.jobs, JobRoute::Hold) {
+                return;
+            }
             slot.plan.clone()
         };
         let job = Job {
@@ -118,16 +121,23 @@ impl Shard {
                 monoio::spawn(self.clone().run_probe(job));
             }
             JobRoute::Dispatch(out) => {
+                let (spec, interval) = (&job.plan.spec, job.plan.interval.get());
                 let lag = now.saturating_duration_since(job.planned);
-                let scheduled_at = UnixMillis(UnixMillis::now().0 - lag.as_millis() as i64);
-                let deadline =
-                    UnixMillis(scheduled_at.0 + job.plan.interval.get().as_millis() as i64);
+                let planned = UnixMillis(UnixMillis::now().0 - lag.as_millis() as i64);
+                // The clocks' mapping is off by a millisecond or two: the slot is the nearest
+                // point of the service's grid, the same on every scheduler.
+                let scheduled_at =
+                    sched::nearest_slot(planned, sched::phase(spec.id, interval), interval);
+                let deadline = UnixMillis(scheduled_at.0 + interval.as_millis() as i64);
                 out.push(Dispatch {
-                    spec: job.plan.spec.clone(),
+                    spec: spec.clone(),
                     scheduled_at,
                     deadline,
                 });
             }
+            // Nothing is planned on a holding shard; an entry from before a route change is
+            // dropped.
+            JobRoute::Hold => {}
         }
     }
 
@@ -161,8 +171,9 @@ impl Shard {
         self.finish_probe(&plan, slot, result, lag, ended);
     }
 
-    /// A finished probe crosses the prober -> judge seam: counted, then judged here (observe,
-    /// record, publish) or forwarded to remote ingest.
+    /// A finished probe of this shard's own schedule crosses the prober -> judge seam: counted,
+    /// then judged here (observe, record, publish). (A cluster worker's probes finish in
+    /// `remote`, forwarded to ingest.)
     fn finish_probe(
         &self,
         plan: &Plan,
@@ -174,11 +185,6 @@ impl Shard {
         self.inflight.set(self.inflight.get().saturating_sub(1));
         self.probe_done.notify();
         self.count(plan, &result, lag);
-        if let ResultRoute::Forward(out) = &self.routes.results {
-            self.release(plan, at, result.timings.total);
-            out.push(result);
-            return;
-        }
         self.observe(plan, at, &result, ended);
         // Result events are encoded only while some client asked for them.
         if self.shared.interest.wanted() {
@@ -190,7 +196,7 @@ impl Shard {
     }
 
     /// Stats and the probe's log line.
-    fn count(&self, plan: &Plan, result: &ProbeResult, lag: Duration) {
+    pub(super) fn count(&self, plan: &Plan, result: &ProbeResult, lag: Duration) {
         let latency = result.timings.total;
         {
             let mut stats = self.stats.borrow_mut();
@@ -213,15 +219,6 @@ impl Shard {
         }
     }
 
-    /// Marks the slot's probe finished (when the slot still holds this service).
-    fn release(&self, plan: &Plan, at: SlotId, latency: Duration) {
-        let mut services = self.services.borrow_mut();
-        if let Some(slot) = services.at_mut(at).filter(|s| s.plan.id == plan.id) {
-            slot.running = false;
-            slot.last_latency = latency;
-        }
-    }
-
     /// The state machine: folds the result into the service's health. A crossed threshold
     /// becomes a decided transition in the store's transition lane; the writer numbers,
     /// commits and publishes it. If the lane refuses it (the store has been down for long),
@@ -235,6 +232,7 @@ impl Shard {
         };
         slot.running = false;
         slot.last_latency = result.timings.total;
+        slot.last_probe = ended.now;
         let before = slot.health;
         let Some(change) = slot.health.observe(
             result.ok(),

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::messages::ShardMsg;
@@ -40,15 +39,10 @@ impl http::Handler for Shard {
                 },
                 Err(bad) => bad,
             },
-            ("GET", "/readyz") => {
-                if self.shared.ready() {
-                    Response::text(200, "ready\n")
-                } else if self.shared.stopping.load(Ordering::Acquire) {
-                    Response::text(503, "shutting down\n")
-                } else {
-                    Response::text(503, "starting\n")
-                }
-            }
+            ("GET", "/readyz") => match self.shared.readiness() {
+                Ok(()) => Response::text(200, "ready\n"),
+                Err(why) => Response::text(503, format!("{why}\n")),
+            },
             (_, "/metrics" | "/healthz" | "/readyz") => Response::error(
                 405,
                 "method_not_allowed",

@@ -169,6 +169,42 @@ pub trait StoreReader: Send {
     /// Each service's latest transition: the status it holds and since when (restored at
     /// start, so a restart does not re-announce statuses that did not change).
     fn last_states(&self) -> Result<Vec<LastState>, StoreError>;
+    /// The largest stored transition seq (0 when none).
+    fn max_seq(&self) -> Result<u64, StoreError>;
+}
+
+/// A result arriving at cluster ingest, with what judging it needs.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    /// The result.
+    pub result: ProbeResult,
+    /// The service's name (transitions carry it).
+    pub service: String,
+    /// Consecutive failures before DOWN.
+    pub failure_threshold: std::num::NonZeroU32,
+    /// Consecutive successes before UP.
+    pub success_threshold: std::num::NonZeroU32,
+}
+
+/// What one ingest transaction did.
+#[derive(Debug, Default)]
+pub struct IngestOutcome {
+    /// Results stored by it (the others were already stored).
+    pub new_rows: usize,
+    /// Transitions it committed, in seq order.
+    pub transitions: Vec<Transition>,
+}
+
+/// Cluster ingest's side of a backend: many processes store and judge results concurrently,
+/// so storing a batch and deciding its transitions must be one transaction.
+pub trait IngestStore: Send {
+    /// Inserts `batch` (rows already stored are ignored, so a redelivered result changes
+    /// nothing), runs the state machine (`pipeline::judge`) over the new rows of each service
+    /// in `scheduled_at` order with the service's state row locked (a result older than the
+    /// last one applied is stored but moves nothing), appends the transitions it decides,
+    /// numbered from the shared counter row in the same transaction (so seq is gap-free and in
+    /// commit order), and commits.
+    fn ingest(&mut self, batch: &[Ingested]) -> Result<IngestOutcome, StoreError>;
 }
 
 /// A service's status as its latest stored transition left it.
@@ -230,6 +266,21 @@ pub fn open(cfg: &StorageConfig) -> Result<Box<dyn StoreWriter>, StoreError> {
 pub fn open_reader(cfg: &StorageConfig) -> Result<Box<dyn StoreReader>, StoreError> {
     match &cfg.kind {
         StorageKind::Sqlite { path } => Ok(Box::new(sqlite::SqliteStore::open_read_only(path)?)),
+        StorageKind::Postgres { url } => Err(StoreError::Open {
+            what: redact_url(url),
+            reason: "postgres storage is not built yet".into(),
+        }),
+    }
+}
+
+/// Opens cluster ingest's side of the backend named by the config (PostgreSQL only: SQLite
+/// serves one process).
+pub fn open_ingest(cfg: &StorageConfig) -> Result<Box<dyn IngestStore>, StoreError> {
+    match &cfg.kind {
+        StorageKind::Sqlite { path } => Err(StoreError::Open {
+            what: path.display().to_string(),
+            reason: "cluster ingest needs storage.kind: postgres".into(),
+        }),
         StorageKind::Postgres { url } => Err(StoreError::Open {
             what: redact_url(url),
             reason: "postgres storage is not built yet".into(),

@@ -113,7 +113,8 @@ impl LatestSeq {
         self.0.load(Ordering::Acquire)
     }
 
-    fn set(&self, seq: u64) {
+    /// Advances it (the writer after a publish; a cluster node's events reader).
+    pub fn set(&self, seq: u64) {
         self.0.store(seq, Ordering::Release);
     }
 }
@@ -176,7 +177,7 @@ impl Writer {
         let (ready_tx, ready_rx) = bounded::<Result<StoreInfo, StoreError>>(1);
         let counters = Arc::new(StoreCounters::default());
         let latest = LatestSeq::default();
-        let mut run = Run {
+        let run = Run {
             rx,
             trx,
             stop_rx,
@@ -198,22 +199,7 @@ impl Writer {
         };
         let thread = std::thread::Builder::new()
             .name("ringwatch-store".into())
-            .spawn(move || {
-                // The store is opened (migrated) on its own thread so the first query never
-                // runs on the caller's.
-                match store.open_info() {
-                    Ok(info) => {
-                        run.next_seq = info.max_seq + 1;
-                        run.latest.set(info.max_seq);
-                        let _ = ready_tx.send(Ok(info));
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return Ok(());
-                    }
-                }
-                run.run(store.as_mut())
-            })
+            .spawn(move || run.open_and_run(store.as_mut(), ready_tx))
             .map_err(|e| StoreError::Io {
                 op: "spawn writer thread",
                 reason: e.to_string(),
@@ -328,6 +314,27 @@ struct Run {
 }
 
 impl Run {
+    /// Opens (migrates) the store on this thread, so the first query never runs on the
+    /// caller's, reports what it holds on `ready`, then runs the loop.
+    fn open_and_run(
+        mut self,
+        store: &mut dyn StoreWriter,
+        ready: Sender<Result<StoreInfo, StoreError>>,
+    ) -> Result<(), StoreError> {
+        match store.open_info() {
+            Ok(info) => {
+                self.next_seq = info.max_seq + 1;
+                self.latest.set(info.max_seq);
+                let _ = ready.send(Ok(info));
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return Ok(());
+            }
+        }
+        self.run(store)
+    }
+
     fn run(&mut self, store: &mut dyn StoreWriter) -> Result<(), StoreError> {
         let mut batch: Vec<Record> = Vec::with_capacity(self.batch_size);
         loop {

@@ -69,13 +69,14 @@ use self::pool::{Pool, PoolKey};
 /// What one probe observed.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeReport {
-    /// Phase timings.
+    /// Phase timings (with redirects followed: connect and tls summed over the connections
+    /// opened, first byte of the final response).
     pub timings: Timings,
-    /// Status code, when a head arrived.
+    /// Status code of the last response whose head arrived.
     pub status_code: Option<u16>,
-    /// Bytes read (head + body).
+    /// Bytes read (head + body), over every redirect hop.
     pub bytes: u64,
-    /// True when the request went over a pooled keep-alive connection.
+    /// True when the (last) request went over a pooled keep-alive connection.
     pub reused: bool,
     /// The failure, None on success.
     pub error: Option<ProbeError>,

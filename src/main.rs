@@ -1,4 +1,5 @@
-//! `ringwatch`: run the monitor, check a config file, or check a running monitor's readiness.
+//! `ringwatch`: run the monitor, check a config file, migrate the store, or check a running
+//! monitor's readiness.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,12 @@ enum Command {
     /// Validate a config file and exit (non-zero, naming the bad key, when invalid).
     Check {
         /// YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Create the store if needed, apply pending schema migrations, and exit.
+    Migrate {
+        /// YAML config file (its `storage` section).
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -87,6 +94,26 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Migrate { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&cfg.log.level, cfg.log.format);
+            match ringwatch::store::migrate(&cfg.storage) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config, shards } => {
             let mut cfg = match Config::load(&config) {
                 Ok(c) => c,

@@ -6,6 +6,7 @@
 mod duration;
 mod json;
 mod locate;
+mod postgres;
 mod raw;
 mod url;
 mod validate;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use duration::{format_duration, parse_duration};
 pub use json::{api_service, type_name, JsonError, SERVICE_FIELDS};
+pub use postgres::{PgConfig, PgHost, PgPassword, LIBPQ_PASSWORD_ENV, PASSWORD_ENV};
 pub use url::parse_url;
 pub use validate::parse_status_ranges;
 pub use validate::ServiceDefaults;
@@ -290,11 +292,8 @@ pub enum StorageKind {
         /// Database file.
         path: PathBuf,
     },
-    /// PostgreSQL (cluster mode).
-    Postgres {
-        /// Connection URL.
-        url: String,
-    },
+    /// PostgreSQL server.
+    Postgres(PgConfig),
 }
 
 /// The `storage` section.

@@ -501,6 +501,7 @@ fn storage(raw: &RawConfig, base: &Path) -> Result<StorageConfig> {
     let s = raw.storage.as_ref().unwrap_or(&default);
     let kind = match s.kind.as_deref().map(str::trim) {
         None | Some("sqlite") => {
+            super::postgres::only_with_postgres(s)?;
             if s.url.is_some() {
                 return err(
                     "storage.url",
@@ -534,9 +535,7 @@ fn storage(raw: &RawConfig, base: &Path) -> Result<StorageConfig> {
                     "must start with postgres:// or postgresql:// (e.g. postgres://user:pass@host:5432/ringwatch)",
                 );
             }
-            StorageKind::Postgres {
-                url: url.to_string(),
-            }
+            super::postgres::storage_kind(s, url, base)?
         }
         Some(other) => {
             return err(

@@ -93,8 +93,7 @@ fn concrete_listen_addr(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
     })
 }
 
-/// Read-pool threads for API history queries, and their queue bound (full = 503 busy).
-const READ_THREADS: usize = 2;
+/// Queue bound of the API read pool (full = 503 busy); its threads: `store::reader_threads`.
 const READ_QUEUE: usize = 256;
 
 /// Opens the API read pool and loads the API-defined services persisted in the store.
@@ -105,7 +104,7 @@ fn open_reader(cfg: &Config) -> Result<(store::reader::ReadPool, Vec<ServiceSpec
     let storage = cfg.storage.clone();
     let reader = ReadPool::open(
         move || store::open_reader(&storage),
-        READ_THREADS,
+        store::reader_threads(&cfg.storage),
         READ_QUEUE,
     )?;
     let ro = store::open_reader(&cfg.storage)?;

@@ -39,7 +39,7 @@ fn fast() -> Tuning {
     }
 }
 
-fn result(sid: ServiceId, at: i64) -> ProbeResult {
+pub(crate) fn result(sid: ServiceId, at: i64) -> ProbeResult {
     ProbeResult {
         service_id: sid,
         scheduled_at: UnixMillis(at),
@@ -57,7 +57,7 @@ fn result(sid: ServiceId, at: i64) -> ProbeResult {
     }
 }
 
-fn transition(seq: u64, sid: ServiceId, at: i64) -> Transition {
+pub(crate) fn transition(seq: u64, sid: ServiceId, at: i64) -> Transition {
     Transition {
         seq,
         service_id: sid,
@@ -71,7 +71,7 @@ fn transition(seq: u64, sid: ServiceId, at: i64) -> Transition {
     }
 }
 
-fn spec(name: &str, source: Source) -> ServiceSpec {
+pub(crate) fn spec(name: &str, source: Source) -> ServiceSpec {
     ServiceSpec {
         id: ServiceId::from_name(name),
         name: name.into(),
@@ -645,15 +645,32 @@ fn open_creates_directories_and_names_bad_paths() {
         "{err}"
     );
 
+    // A postgres server that is not there: a one-line error naming it, never the password.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
     let pg = StorageConfig {
-        kind: StorageKind::Postgres {
-            url: "postgres://u:secret@db/ringwatch".into(),
-        },
+        kind: StorageKind::Postgres(crate::config::PgConfig {
+            host: crate::config::PgHost::Tcp("127.0.0.1".into()),
+            port,
+            user: "u".into(),
+            dbname: "ringwatch".into(),
+            password: Some(crate::config::PgPassword::new("secret")),
+            application_name: "ringwatch".into(),
+            pool: 1,
+            connect_timeout: Duration::from_secs(2),
+            query_timeout: Duration::from_secs(2),
+        }),
         ..c
     };
     let err = open(&pg).err().unwrap().to_string();
-    assert!(err.contains("not built yet"), "{err}");
-    assert!(!err.contains("secret"), "{err}");
+    assert!(
+        err.contains(&format!("postgres://u@127.0.0.1:{port}/ringwatch")),
+        "{err}"
+    );
+    assert!(err.contains("refused"), "{err}");
+    assert!(!err.contains("secret") && !err.contains('\n'), "{err}");
 }
 
 #[test]

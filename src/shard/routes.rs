@@ -41,8 +41,13 @@ impl http::Handler for Shard {
                 Err(bad) => bad,
             },
             ("GET", "/readyz") => {
-                if self.shared.ready() {
+                // The store's state counts: while the writer cannot write, results only
+                // buffer (then drop) and history reads fail, so this instance is not fit.
+                let store_up = self.shared.store.counters.up();
+                if self.shared.ready() && store_up {
                     Response::text(200, "ready\n")
+                } else if self.shared.ready() {
+                    Response::text(503, "store unavailable\n")
                 } else if self.shared.stopping.load(Ordering::Acquire) {
                     Response::text(503, "shutting down\n")
                 } else {

@@ -332,6 +332,22 @@ impl Ringwatch {
         assert_eq!(rc, 0, "kill failed");
     }
 
+    /// `terminate`, then the whole stderr, shutdown lines included.
+    pub fn terminate_with_log(self) -> (std::process::ExitStatus, String) {
+        let lines = self.stderr.clone();
+        let status = self.terminate();
+        // The reader thread sees EOF right after the exit; give it a moment to store the tail.
+        let _ = eventually(Duration::from_secs(2), || {
+            lines
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|l| l.contains("store drained"))
+        });
+        let text = lines.lock().expect("lock").join("\n");
+        (status, text)
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);

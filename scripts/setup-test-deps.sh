@@ -3,7 +3,9 @@
 # - promtool (Debian package `prometheus`) for the /metrics format check;
 # - chromium (Debian) for the headless-browser WebSocket test;
 # - the Python `websockets` package (PyPI) for the third-party WebSocket client test;
-# - playwright-core (npm, into target/test-node) to drive that chromium from a test.
+# - playwright-core (npm, into target/test-node) to drive that chromium from a test;
+# - a running PostgreSQL server on 127.0.0.1:5432 (scripts/start-postgres.sh) for the
+#   PostgreSQL store tests, which create and drop databases of their own.
 # Idempotent: a second run only checks.
 set -euo pipefail
 need=()
@@ -34,3 +36,4 @@ if [ ! -d "$node_dir/node_modules/playwright-core" ]; then
   echo "installing playwright-core into $node_dir ..." >&2
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund --prefix "$node_dir" playwright-core@1
 fi
+"$(dirname "$0")/start-postgres.sh"

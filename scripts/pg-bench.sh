@@ -3,8 +3,10 @@
 # temp dir, default settings, its own port) so nothing else shares it, all in one run.
 #
 #  1. write throughput: the same ROWS results (SERVICES services probed once a second)
-#     - through ringwatch's writer (queue -> writer thread -> INSERT .. unnest .. ON CONFLICT),
-#     - through COPY into a staging table + INSERT .. ON CONFLICT (the alternative),
+#     - unnest vs copy, alternated RUNS (3) times: ringwatch's batch statement (INSERT ..
+#       unnest .. ON CONFLICT) against COPY into a staging table + INSERT .. ON CONFLICT,
+#       the same batches of BATCH rows;
+#     - through ringwatch's writer (queue -> writer thread -> the batch statement),
 #     - with psql \copy straight into results (the floor),
 #     (bench/benches/pg_write.rs; server CPU = the postmaster's live and reaped children)
 #     each as results per CPU-second of client + server processes, plus the wall-clock rate;
@@ -45,11 +47,17 @@ bench() { PG_PID="$pg_pid" cargo bench -q -p ringwatch-bench --bench pg_write 2>
 
 # Each variant into a fresh database (same schema, made by ringwatch's migrations).
 fresh() { psql_ -d postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"; }
+# A/B of the two batch statements, alternated RUNS times (the same batches, no queue).
+for _ in $(seq 1 "${RUNS:-3}"); do
+  for mode in unnest copy; do
+    fresh "w_$mode"
+    MODE=$mode PG_URL="$(url "w_$mode")" bench
+    psql_ -d postgres -c CHECKPOINT
+  done
+done
+# ringwatch end to end: records through the writer queue and thread.
 fresh w_writer
 MODE=writer PG_URL="$(url w_writer)" bench
-psql_ -d postgres -c CHECKPOINT
-fresh w_copy
-MODE=copy PG_URL="$(url w_copy)" bench
 psql_ -d postgres -c CHECKPOINT
 
 # The floor: psql \copy of the same rows into the same (empty) table.

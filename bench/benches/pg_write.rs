@@ -4,7 +4,9 @@
 //! - `MODE=writer`: ringwatch's real path: records pushed into the writer queue, the writer
 //!   thread batching them into `PgWriter::append` (one `INSERT .. SELECT FROM unnest(..) ON
 //!   CONFLICT DO NOTHING` per batch).
-//! - `MODE=copy`: the alternative it was chosen over: per batch, `COPY .. FROM STDIN BINARY`
+//! - `MODE=unnest`: that statement alone: `PgWriter::append` called with batches of exactly
+//!   `BATCH` rows, no queue (the A/B partner of `copy`).
+//! - `MODE=copy`: the alternative: per batch, `COPY .. FROM STDIN BINARY`
 //!   into a temporary staging table, then `INSERT INTO results SELECT * FROM staging ON
 //!   CONFLICT DO NOTHING`, in one transaction.
 //! - `MODE=psql`: the floor: `psql \copy` of the same rows as CSV straight into `results`
@@ -183,6 +185,24 @@ fn writer(url: &str, batch: usize, rows: Vec<ProbeResult>) -> (f64, f64) {
     (client, wall)
 }
 
+/// `PgWriter::append` called directly with batches of exactly `batch` rows (the statement
+/// alone, for the A/B against `copy`): returns (client CPU s, wall s).
+fn unnest(url: &str, batch: usize, rows: Vec<ProbeResult>) -> (f64, f64) {
+    let cfg = storage(url, batch);
+    let mut store = ringwatch::store::open(&cfg).expect("open store");
+    store.open_info().expect("partitions");
+    let batches: Vec<Vec<Record>> = rows
+        .chunks(batch)
+        .map(|c| c.iter().cloned().map(Record::Result).collect())
+        .collect();
+    let cpu0 = thread_cpu();
+    let t = Instant::now();
+    for b in &batches {
+        store.append(b).expect("append");
+    }
+    (thread_cpu() - cpu0, t.elapsed().as_secs_f64())
+}
+
 /// COPY into a staging table, then INSERT .. ON CONFLICT: returns (client CPU s, wall s).
 fn copy(url: &str, batch: usize, rows: Vec<ProbeResult>) -> (f64, f64) {
     // Partitions and schema as ringwatch makes them.
@@ -332,6 +352,7 @@ fn main() {
     let server0 = server_cpu(pg_pid);
     let (client, wall) = match mode.as_str() {
         "writer" => writer(&url, batch, rows),
+        "unnest" => unnest(&url, batch, rows),
         "copy" => copy(&url, batch, rows),
         "psql" => psql_copy(&url, &rows),
         other => panic!("unknown MODE {other}"),

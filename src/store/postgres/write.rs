@@ -8,12 +8,12 @@
 //!
 //! Measured (docs/perf.md, `scripts/pg-bench.sh`, 1,000,000 results in batches of 65,536):
 //! this costs the same CPU per row, client plus server, as the alternative, `COPY` into a
-//! temporary staging table then `INSERT .. SELECT .. ON CONFLICT DO NOTHING` (105k vs 106k
-//! results per CPU-second, within noise), and ~0.7x of a plain `psql \copy` with no conflict
-//! handling. With the tie it keeps the simpler path: one statement per batch, no per-connection
+//! temporary staging table then `INSERT .. SELECT .. ON CONFLICT DO NOTHING` (three
+//! alternated pairs: 0.84-1.10x, a tie within the machine's noise), and 0.68-0.86x of a plain
+//! `psql \copy` with no conflict handling. With the tie it keeps the simpler path: one statement per batch, no per-connection
 //! staging table to recreate after a reconnect. The unnests sit in the select list on purpose:
 //! `FROM unnest(a, b, ..)` materializes every array into a tuplestore first, which measured
-//! ~20% more server CPU.
+//! clearly slower in early runs.
 
 use std::sync::Arc;
 

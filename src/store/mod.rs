@@ -94,7 +94,8 @@ pub trait StoreWriter: Send {
         })
     }
     /// Retention: deletes at most about `max_rows` results and transitions older than `cutoff`
-    /// (the newest transition is always kept, so `max_seq` survives). Call again with the same
+    /// (each service's latest transition is always kept, so `last_states` and `max_seq`
+    /// survive; PostgreSQL drops whole days of results per step instead of `max_rows`). Call again with the same
     /// cutoff until `done`; a store keeps its place between calls. The default keeps everything.
     fn prune(&mut self, cutoff: UnixMillis, max_rows: usize) -> Result<Pruned, StoreError> {
         let _ = (cutoff, max_rows);

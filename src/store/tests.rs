@@ -540,6 +540,31 @@ fn retention_keeps_newest_transition_for_max_seq() {
     assert_eq!(s.count_transitions().unwrap(), 1);
 }
 
+/// Each service's latest transition survives retention (its status is restored from it at
+/// start), however old; older ones of the same service go.
+#[test]
+fn retention_keeps_each_services_latest_transition() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sqlite(&dir.path().join("rw.db"));
+    let (a, b) = (ServiceId::from_name("a"), ServiceId::from_name("b"));
+    s.append(&[
+        Record::Transition(transition(1, a, 10)),
+        Record::Transition(transition(2, b, 20)),
+        Record::Transition(transition(3, a, 30)),
+        Record::Transition(transition(4, a, 40)),
+    ])
+    .unwrap();
+    while !s.prune(UnixMillis::now(), 100).unwrap().done {}
+    let left: Vec<u64> = s
+        .transitions_since(0, 10)
+        .unwrap()
+        .iter()
+        .map(|t| t.seq)
+        .collect();
+    assert_eq!(left, vec![2, 4]);
+    assert_eq!(s.last_states().unwrap().len(), 2);
+}
+
 #[test]
 fn writer_runs_retention() {
     let dir = tempfile::tempdir().unwrap();

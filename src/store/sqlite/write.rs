@@ -176,15 +176,19 @@ impl SqliteStore {
         Ok(deleted)
     }
 
-    /// Deletes up to `max_rows` transitions older than the cutoff, always keeping the newest so
-    /// `max_seq` (and with it the global seq) survives a restart even after everything aged out.
+    /// Deletes up to `max_rows` transitions older than the cutoff, always keeping each
+    /// service's latest: `last_states` restores every service's status from it at start, and
+    /// the newest overall among them keeps `max_seq` (and with it the global seq) after
+    /// everything aged out. The `EXISTS` is a seek on `(service_id, seq)`.
     fn prune_transitions(&mut self, cutoff: i64, max_rows: usize) -> Result<u64, StoreError> {
         let n = self
             .conn
             .prepare_cached(
                 "DELETE FROM transitions WHERE seq IN (
-                   SELECT seq FROM transitions WHERE at < ?1
-                   AND seq < (SELECT MAX(seq) FROM transitions) LIMIT ?2)",
+                   SELECT t.seq FROM transitions t WHERE t.at < ?1
+                   AND EXISTS (SELECT 1 FROM transitions n
+                               WHERE n.service_id = t.service_id AND n.seq > t.seq)
+                   LIMIT ?2)",
             )
             .and_then(|mut st| st.execute(params![cutoff, max_rows as i64]))
             .map_err(io("retention"))?;

@@ -452,6 +452,52 @@ fn failed_appends_are_retried_without_loss() {
     assert_eq!(sizes[0], sizes[1]);
     assert_eq!(sizes[1], sizes[2]);
     assert_eq!(sizes[2], sizes[3]);
+    // Up again after the recovery, and each commit timed (failed attempts are not).
+    assert!(h.counters.up());
+    let commits = batches.lock().unwrap().len() as u64 - 3;
+    assert_eq!(h.counters.batch_latency.snapshot().len(), commits);
+}
+
+/// While appends fail the store reads as down (what `/readyz` and `ringwatch_store_up`
+/// report); the next commit clears it.
+#[test]
+fn a_failing_store_reads_down_until_the_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let (store, _) = flaky(&path, 2);
+    let c = cfg(&path, 1000, 50, Duration::from_millis(5));
+    let tuning = Tuning {
+        backoff_min: Duration::from_millis(300),
+        ..fast()
+    };
+    let (w, h, _) = Writer::spawn_tuned(Box::new(store), &c, tuning).unwrap();
+    assert!(h.counters.up(), "up before any batch");
+    assert!(h.push(Record::Result(result(ServiceId::from_name("d"), 1))));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.counters.failed_batches.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(!h.counters.up(), "down after a failed append");
+    let mut text = crate::metrics::Exposition::default();
+    h.render(&mut text, 0);
+    assert!(text.finish().contains("ringwatch_store_up 0"));
+    while h.counters.written.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(h.counters.up(), "up after the retry committed");
+    let mut text = crate::metrics::Exposition::default();
+    h.render(&mut text, 0);
+    let text = text.finish();
+    assert!(text.contains("ringwatch_store_up 1"), "{text}");
+    assert!(
+        text.contains("ringwatch_store_batch_seconds_count 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringwatch_store_reconnects_total 0"),
+        "{text}"
+    );
+    w.finish().unwrap();
 }
 
 #[test]

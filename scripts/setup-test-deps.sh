@@ -2,6 +2,7 @@
 # Installs what the test suite needs beyond the Rust toolchain, only when missing:
 # - promtool (Debian package `prometheus`) for the /metrics format check;
 # - chromium (Debian) for the headless-browser WebSocket test;
+# - curl, jq and sqlite3 (Debian) for tests/readme.rs, which runs the README's commands;
 # - the Python `websockets` package (PyPI) for the third-party WebSocket client test;
 # - playwright-core (npm, into target/test-node) to drive that chromium from a test;
 # - a running PostgreSQL server on 127.0.0.1:5432 (scripts/start-postgres.sh) for the
@@ -11,6 +12,9 @@ set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v jq >/dev/null 2>&1 || need+=(jq)
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing ${need[*]}: run as root or install them" >&2

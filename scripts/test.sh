@@ -8,6 +8,8 @@ scripts/check-packaging.sh   # compose, systemd unit, alert rules, Dockerfile (s
 # Integration tests start many short-lived servers; give them room.
 ulimit -n 65536 2>/dev/null || true
 cargo fmt --all -- --check
+# Layers (no module imports a higher one, no cycle), file and function sizes.
+python3 scripts/check-structure.py
 cargo clippy --workspace --all-targets -- -D warnings
 # The loadtest scenario tests drive the ringwatch binary itself.
 cargo build -p ringwatch --bin ringwatch

@@ -1,6 +1,8 @@
 //! `ringwatch`: run the monitor, check a config file, migrate the store, or check a running
 //! monitor's readiness.
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,6 +31,10 @@ enum Command {
         /// Override `server.shards` (0 = one per core).
         #[arg(long)]
         shards: Option<usize>,
+        /// Cluster roles of this process, comma-separated: scheduler, worker, ingest, gateway,
+        /// or all (overrides `cluster.roles`; needs a `cluster` section).
+        #[arg(long)]
+        role: Option<String>,
     },
     /// Validate a config file and exit (non-zero, naming the bad key, when invalid).
     Check {
@@ -56,18 +62,54 @@ enum Command {
     },
 }
 
+/// `--role` overrides `cluster.roles`.
+fn apply_roles(cfg: &mut Config, role: Option<&str>) -> Result<(), String> {
+    let Some(list) = role else {
+        return Ok(());
+    };
+    let roles = ringwatch::config::Roles::parse_list(list.split(','))?;
+    match cfg.cluster.as_mut() {
+        Some(c) => {
+            c.roles = roles;
+            Ok(())
+        }
+        None => Err("needs a cluster section in the config (cluster.redis)".into()),
+    }
+}
+
+/// Installs the `tracing` subscriber on stderr.
 fn init_logging(level: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     // RUST_LOG, when set, wins over the config so an operator can raise verbosity ad hoc.
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = use_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// Colour codes only on a terminal: in a file, a pipe or journald they are noise that breaks
+/// grep. `NO_COLOR` (https://no-color.org/) with any non-empty value turns them off.
+fn use_colour(stderr_is_tty: bool, no_color: Option<&OsStr>) -> bool {
+    stderr_is_tty && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// `1 service`, `2 services`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -82,15 +124,15 @@ fn main() -> ExitCode {
         Command::Check { config } => match Config::load(&config) {
             Ok(cfg) => {
                 println!(
-                    "{}: ok ({} services, {} shards)",
+                    "{}: ok ({}, {})",
                     config.display(),
-                    cfg.services.len(),
-                    server::shard_count(cfg.server.shards)
+                    count(cfg.services.len(), "service"),
+                    count(server::shard_count(cfg.server.shards), "shard")
                 );
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {}: {e}", config.display());
+                eprintln!("error: {e}");
                 ExitCode::from(2)
             }
         },
@@ -114,19 +156,32 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config, shards } => {
+        Command::Run {
+            config,
+            shards,
+            role,
+        } => {
             let mut cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("error: {}: {e}", config.display());
+                    eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             };
             if let Some(n) = shards {
                 cfg.server.shards = n;
             }
+            if let Err(e) = apply_roles(&mut cfg, role.as_deref()) {
+                eprintln!("error: --role: {e}");
+                return ExitCode::from(2);
+            }
             init_logging(&cfg.log.level, cfg.log.format);
-            let running = match server::start(cfg, &config) {
+            let started = if cfg.cluster.is_some() {
+                ringwatch::roles::cluster::start(cfg, &config)
+            } else {
+                server::start(cfg, &config)
+            };
+            let running = match started {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start");
@@ -142,5 +197,26 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(!use_colour(false, None));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        // An empty NO_COLOR does not count (no-color.org).
+        assert!(use_colour(true, Some(OsStr::new(""))));
+    }
+
+    #[test]
+    fn counts_are_pluralized() {
+        assert_eq!(count(0, "service"), "0 services");
+        assert_eq!(count(1, "service"), "1 service");
+        assert_eq!(count(2, "shard"), "2 shards");
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the REST API, auth and TLS against the real binary.
 
 mod common;
+mod ws_support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -618,14 +619,10 @@ fn validation_errors_name_their_field() {
     );
     assert_eq!(r.status, 400);
     assert_eq!(r.error().0, "invalid_json");
-    assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("line 3 column 3"),
-        "{}",
-        r.body
-    );
+    // The position is given once, not once by us and again by the parser.
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert_eq!(message.matches("line 3 column 3").count(), 1, "{message}");
+    assert!(message.starts_with("invalid JSON: "), "{message}");
     let r = req(a, "POST", "/api/v1/services", &[JSON], "[1,2]");
     assert_eq!((r.status, r.error().0.as_str()), (400, "wrong_type"));
     // Body over the limit: 413 before the body is read.
@@ -697,6 +694,52 @@ fn validation_errors_name_their_field() {
     assert_eq!(get(a, "/healthz").status, 200);
     assert!(rw.metric("ringwatch_api_responses_total{class=\"4xx\"}") >= 30.0);
     assert!(rw.metric("ringwatch_api_responses_total{class=\"2xx\"}") >= 1.0);
+}
+
+#[test]
+fn not_found_names_the_service_the_way_the_user_asked_for_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rw = start(dir.path(), 2, "", "");
+    let a = rw.addr;
+    let message = |r: Resp| -> String {
+        assert_eq!(
+            (r.status, r.error().0.as_str()),
+            (404, "not_found"),
+            "{}",
+            r.body
+        );
+        r.json()["error"]["message"].as_str().unwrap().to_string()
+    };
+    // By name: every route that takes `{id}` speaks of the name, never its hash.
+    let by_name = "no service named nosuch";
+    assert_eq!(message(get(a, "/api/v1/services/nosuch")), by_name);
+    assert_eq!(message(get(a, "/api/v1/services/nosuch/results")), by_name);
+    assert_eq!(
+        message(get(a, "/api/v1/services/nosuch/transitions")),
+        by_name
+    );
+    assert_eq!(
+        message(req(a, "DELETE", "/api/v1/services/nosuch", &[], "")),
+        by_name
+    );
+    assert_eq!(
+        message(req(a, "POST", "/api/v1/services/nosuch/pause", &[], "")),
+        by_name
+    );
+    let patch = req(a, "PATCH", "/api/v1/services/nosuch", &[JSON], "{}");
+    assert_eq!(message(patch), by_name);
+    // By id: the id, as the user wrote it.
+    assert_eq!(
+        message(get(a, "/api/v1/services/00000000000000ab")),
+        "no service with id 00000000000000ab"
+    );
+    // Both forms still find a service that exists.
+    let u = "http://127.0.0.1:9/";
+    let created = post(a, "/api/v1/services", &json!({"name": "shop", "url": u}));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(get(a, "/api/v1/services/shop").status, 200);
+    assert_eq!(get(a, &format!("/api/v1/services/{id}")).status, 200);
 }
 
 const READ: &str = "read-token-aaaaaaaaaaaa";
@@ -1004,4 +1047,46 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
     wss.write_all(&frame).unwrap();
     assert_eq!(read_text(&mut wss)["type"], "subscribed");
     assert_eq!(read_text(&mut wss)["type"], "snapshot");
+}
+
+#[test]
+fn a_service_id_has_one_shape_everywhere_and_every_route_takes_it() {
+    let target = Target::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let services = format!(
+        "services:\n  - {{name: shop, url: \"{}\", interval: 200ms, timeout: 150ms}}\n",
+        target.url("/ok")
+    );
+    let rw = start(dir.path(), 2, "", &services);
+    let a = rw.addr;
+    assert!(eventually(Duration::from_secs(10), || {
+        get(a, "/api/v1/transitions?since=0").json()["items"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty())
+    }));
+    let svc = get(a, "/api/v1/services/shop").json();
+    let id = svc["id"].as_str().expect("id is a string").to_string();
+    let transitions = get(a, "/api/v1/transitions?since=0").json();
+    let results = get(a, &format!("/api/v1/services/{id}/results?limit=1")).json();
+    let per_service = get(a, &format!("/api/v1/services/{id}/transitions")).json();
+    // The same string in every response, never a JSON number (2^53 would round it).
+    for shown in [
+        &transitions["items"][0]["service_id"],
+        &results["items"][0]["service_id"],
+        &per_service["items"][0]["service_id"],
+    ] {
+        assert_eq!(shown.as_str(), Some(id.as_str()), "{shown}");
+    }
+    // And every route takes it.
+    for path in [
+        format!("/api/v1/services/{id}"),
+        format!("/api/v1/services/{id}/results"),
+        format!("/api/v1/services/{id}/transitions"),
+    ] {
+        assert_eq!(get(a, &path).status, 200, "{path}");
+    }
+    let mut ws = ws_support::Ws::connect(a);
+    ws.subscribe(r#"{"op":"subscribe","since":0}"#);
+    let (t, _) = ws.until_type("transition", Duration::from_secs(10));
+    assert_eq!(t["service_id"].as_str(), Some(id.as_str()));
 }

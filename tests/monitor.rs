@@ -222,6 +222,28 @@ fn metrics_health_and_routes() {
         metric_value(&body, "ringwatch_probe_latency_seconds{quantile=\"0.99\"}")
             .is_some_and(|v| v > 0.0)
     );
+    // Per-service series, so an alert can say which service is down.
+    assert_eq!(
+        metric_value(&body, "ringwatch_service_up{service=\"a\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&body, "ringwatch_service_up{service=\"b\"}"),
+        Some(0.0)
+    );
+    assert!(
+        metric_value(&body, "ringwatch_service_latency_seconds{service=\"a\"}")
+            .is_some_and(|v| v > 0.0 && v < 1.0)
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(metric_value(
+        &body,
+        "ringwatch_service_last_probe_timestamp_seconds{service=\"b\"}"
+    )
+    .is_some_and(|t| (now - 10.0..now + 1.0).contains(&t)));
 
     // promtool (Debian package `prometheus`, installed by scripts/install-peers.sh) must accept it.
     let promtool = which("promtool").expect("promtool not found: run scripts/install-peers.sh");
@@ -410,5 +432,29 @@ services:\n  - {{name: down1, url: \"{}\", interval: 1s, timeout: 900ms}}\n  - {
         .expect("debug probe event");
     assert_eq!(ok["level"], "DEBUG");
     assert_eq!(ok["outcome"], "ok");
+    assert_eq!(rw.terminate().code(), Some(0));
+}
+
+#[test]
+fn per_service_metrics_can_be_switched_off() {
+    let target = Target::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let cfg = base_config(
+        port,
+        &dir.path().join("rw.db"),
+        2,
+        "  per_service_metrics: false\n",
+    ) + &services_yaml(
+        &target,
+        &[("a", "/a")],
+        "    interval: 100ms\n    timeout: 80ms\n",
+    );
+    let rw = Ringwatch::start_in(dir.path(), port, &cfg);
+    assert!(eventually(Duration::from_secs(5), || {
+        rw.metric("ringwatch_probes_total{outcome=\"ok\"}") >= 1.0
+    }));
+    let (_, body) = rw.get("/metrics");
+    assert!(!body.contains("ringwatch_service_up"), "{body}");
     assert_eq!(rw.terminate().code(), Some(0));
 }

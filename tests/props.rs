@@ -5,7 +5,7 @@
 //! docs/fuzzing.md.
 
 use proptest::prelude::*;
-use ringwatch::api::{route, Route};
+use ringwatch::api::{route, Route, ServiceRef};
 use ringwatch::config::{api_service, HttpLimits, ServiceDefaults};
 use ringwatch::http::{parse_request, HttpReject, Parsed};
 use ringwatch::model::ServiceId;
@@ -190,18 +190,19 @@ proptest! {
     #[test]
     fn routes_round_trip(raw_id in 0u64..(i64::MAX as u64), name in "[A-Za-z0-9._-]{1,30}", pick in 0usize..9) {
         let id = ServiceId::from_raw(raw_id);
+        let by_id = ServiceRef::id(id);
         let (m, p, want) = match pick {
             0 => ("GET", "/api/v1/services".to_string(), Route::ListServices),
             1 => ("POST", "/api/v1/services".to_string(), Route::CreateService),
-            2 => ("GET", format!("/api/v1/services/{id}"), Route::GetService(id)),
-            3 => ("PATCH", format!("/api/v1/services/{id}"), Route::PatchService(id)),
-            4 => ("DELETE", format!("/api/v1/services/{id}/"), Route::DeleteService(id)),
-            5 => ("POST", format!("/api/v1/services/{id}/pause"), Route::Pause(id, true)),
-            6 => ("GET", format!("/api/v1/services/{id}/results"), Route::Results(id)),
+            2 => ("GET", format!("/api/v1/services/{id}"), Route::GetService(by_id.clone())),
+            3 => ("PATCH", format!("/api/v1/services/{id}"), Route::PatchService(by_id.clone())),
+            4 => ("DELETE", format!("/api/v1/services/{id}/"), Route::DeleteService(by_id.clone())),
+            5 => ("POST", format!("/api/v1/services/{id}/pause"), Route::Pause(by_id.clone(), true)),
+            6 => ("GET", format!("/api/v1/services/{id}/results"), Route::Results(by_id.clone())),
             7 => ("GET", "/api/v1/transitions".to_string(), Route::Transitions),
             _ => {
                 // By name: unless the name looks like a 16-hex-digit id.
-                let by_name = ServiceId::from_name(&name);
+                let by_name = ServiceRef::name(&name);
                 let r = route("GET", &format!("/api/v1/services/{name}/transitions"));
                 if name.len() != 16 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
                     prop_assert_eq!(r, Ok(Route::ServiceTransitions(by_name)));

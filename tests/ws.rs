@@ -274,6 +274,45 @@ fn bad_client_messages_get_errors_and_the_connection_stays() {
 }
 
 #[test]
+fn a_subscription_naming_an_unknown_service_is_kept_with_a_warning() {
+    let (t, _d, rw) = start(2, "");
+    let mut ws = Ws::connect(rw.addr);
+    ws.next_json(LONG).expect("hello");
+    let snap = ws.subscribe(r#"{"op":"subscribe","filter":{"services":["gamma","later"]}}"#);
+    assert_eq!(
+        snap["services"].as_array().map(|a| a.len()),
+        Some(1),
+        "{snap}"
+    );
+    // Right after the snapshot: one warning for the name that matches nothing.
+    let w = ws.next_json(LONG).expect("warning");
+    assert_eq!(
+        w,
+        serde_json::json!({"type": "warning", "code": "unknown_service", "service": "later",
+            "message": "no service named later (yet)"})
+    );
+    // The subscription stands: a service created under that name afterwards is streamed.
+    let body = format!(
+        r#"{{"name":"later","url":"{}","interval":"100ms","timeout":"80ms"}}"#,
+        t.url("/ok")
+    );
+    let raw = format!(
+        "POST /api/v1/services HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (code, resp) = http_request(rw.addr, &raw).expect("POST");
+    assert_eq!(code, 201, "{resp}");
+    let msgs = collect(&mut ws, LONG, |m| {
+        transitions(m).contains(&("later".into(), "up".into()))
+    });
+    assert!(
+        transitions(&msgs).contains(&("later".into(), "up".into())),
+        "{msgs:?}"
+    );
+}
+
+#[test]
 fn frames_cut_across_reads_are_reassembled() {
     let (_t, _d, rw) = start(1, "");
     let mut ws = Ws::connect(rw.addr);

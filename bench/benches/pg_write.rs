@@ -176,7 +176,7 @@ fn writer(url: &str, batch: usize, rows: Vec<ProbeResult>) -> (f64, f64) {
         while handle.queue_depth() >= cap {
             std::thread::sleep(Duration::from_micros(200));
         }
-        assert!(handle.push(Record::Result(r)), "dropped");
+        assert!(handle.push_result(r), "dropped");
     }
     w.finish().expect("finish");
     let wall = t.elapsed().as_secs_f64();

@@ -6,9 +6,9 @@
 
 use serde_json::{json, Value};
 
-use super::{check_params, cursor, limit_param, param, ApiError, Host};
+use super::{check_params, cursor, limit_param, param, ApiError, Host, ServiceRef};
 use crate::http::Response;
-use crate::model::{round_ms as ms, ProbeResult, ServiceId, Transition, UnixMillis};
+use crate::model::{round_ms as ms, ProbeResult, Transition, UnixMillis};
 use crate::pipeline::event::Event;
 use crate::store::reader::ReadError;
 use crate::store::{StoreError, StoreReader};
@@ -60,7 +60,7 @@ pub fn parse_time(field: &str, v: &str) -> Result<UnixMillis, ApiError> {
 /// `GET /services/{id}/results?from&to&limit&cursor`: newest first.
 pub async fn results<H: Host>(
     host: &H,
-    id: ServiceId,
+    r: &ServiceRef,
     pairs: &[(String, String)],
 ) -> Result<Response, ApiError> {
     check_params(pairs, &["from", "to", "limit", "cursor"])?;
@@ -78,7 +78,8 @@ pub async fn results<H: Host>(
         // The cursor is the last item's scheduled_at; the next page is strictly older.
         to = Some(UnixMillis(to.map_or(at, |t| t.0.min(at))));
     }
-    let page = service_rows(host, id, move |s| s.results_range(id, from, to, limit + 1)).await?;
+    let id = r.id;
+    let page = service_rows(host, r, move |s| s.results_range(id, from, to, limit + 1)).await?;
     Ok(keyset_page(&page, limit, result_json, |r| {
         cursor::encode('r', r.scheduled_at.0)
     }))
@@ -87,7 +88,7 @@ pub async fn results<H: Host>(
 /// `GET /services/{id}/transitions?limit&cursor`: newest first.
 pub async fn service_transitions<H: Host>(
     host: &H,
-    id: ServiceId,
+    r: &ServiceRef,
     pairs: &[(String, String)],
 ) -> Result<Response, ApiError> {
     check_params(pairs, &["limit", "cursor"])?;
@@ -103,19 +104,21 @@ pub async fn service_transitions<H: Host>(
                 })?,
         ),
     };
-    let page = service_rows(host, id, move |s| s.transitions_for(id, before, limit + 1)).await?;
+    let id = r.id;
+    let page = service_rows(host, r, move |s| s.transitions_for(id, before, limit + 1)).await?;
     Ok(keyset_page(&page, limit, transition_json, |t| {
         cursor::encode('t', t.seq as i64)
     }))
 }
 
-/// Runs `rows` on a store reader thread for service `id`; 404 when the service is unknown.
-async fn service_rows<H, T, F>(host: &H, id: ServiceId, rows: F) -> Result<Vec<T>, ApiError>
+/// Runs `rows` on a store reader thread for service `r`; 404 when the service is unknown.
+async fn service_rows<H, T, F>(host: &H, r: &ServiceRef, rows: F) -> Result<Vec<T>, ApiError>
 where
     H: Host,
     T: Send + 'static,
     F: FnOnce(&dyn StoreReader) -> Result<Vec<T>, StoreError> + Send + 'static,
 {
+    let id = r.id;
     host.history()
         .read(move |s| {
             if s.service(id)?.is_none() {
@@ -125,7 +128,7 @@ where
         })
         .await
         .map_err(read_failed)?
-        .ok_or_else(|| ApiError::new(404, "not_found", format!("no service with id {id}")))
+        .ok_or_else(|| super::services::not_found(r))
 }
 
 /// A newest-first keyset page from `limit + 1` rows: at most `limit` items, and the cursor of

@@ -27,7 +27,7 @@ use crate::rt::mesh::Pending;
 use crate::store::reader::ReadPool;
 use crate::store::RegistryHandle;
 
-pub use routes::{route, Route, RouteError};
+pub use routes::{route, Route, RouteError, ServiceRef};
 pub use services::{Op, Reply};
 
 /// An API error, rendered as `{"error":{"code","message","field"?}}` with its status.
@@ -236,11 +236,8 @@ pub fn json_body(req: &Request) -> Result<Value, ApiError> {
     serde_json::from_slice(&req.body).map_err(|e| ApiError {
         status: 400,
         code: "invalid_json",
-        message: format!(
-            "invalid JSON at line {} column {}: {e}",
-            e.line(),
-            e.column()
-        ),
+        // serde_json's message already ends with "at line L column C".
+        message: format!("invalid JSON: {e}"),
         field: None,
     })
 }
@@ -278,8 +275,8 @@ async fn handle_inner<H: Host>(host: &H, req: &Request) -> Result<Response, ApiE
     }
     let pairs = query_pairs(&req.query);
     match route {
-        Route::Results(id) => history::results(host, id, &pairs).await,
-        Route::ServiceTransitions(id) => history::service_transitions(host, id, &pairs).await,
+        Route::Results(r) => history::results(host, &r, &pairs).await,
+        Route::ServiceTransitions(r) => history::service_transitions(host, &r, &pairs).await,
         Route::Transitions => history::transitions(host, &pairs).await,
         other => services::handle(host, other, req, &pairs).await,
     }

@@ -15,17 +15,17 @@ pub enum Route {
     /// `POST /services`.
     CreateService,
     /// `GET /services/{id}`.
-    GetService(ServiceId),
+    GetService(ServiceRef),
     /// `PATCH /services/{id}`.
-    PatchService(ServiceId),
+    PatchService(ServiceRef),
     /// `DELETE /services/{id}`.
-    DeleteService(ServiceId),
+    DeleteService(ServiceRef),
     /// `POST /services/{id}/pause` (true) or `/resume` (false).
-    Pause(ServiceId, bool),
+    Pause(ServiceRef, bool),
     /// `GET /services/{id}/results`.
-    Results(ServiceId),
+    Results(ServiceRef),
     /// `GET /services/{id}/transitions`.
-    ServiceTransitions(ServiceId),
+    ServiceTransitions(ServiceRef),
     /// `GET /transitions`.
     Transitions,
 }
@@ -57,8 +57,44 @@ pub enum RouteError {
     MethodNotAllowed(&'static str),
 }
 
+/// A `{id}` path segment: the service id it stands for, and the name when the user wrote a
+/// name. The id is what routing needs (the owner shard is derived from it); the name is kept so
+/// an error can speak of what the user asked for instead of a hash they never saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRef {
+    /// The service id (for a name, its hash).
+    pub id: ServiceId,
+    /// The name as written; `None` when the segment was an id.
+    pub name: Option<String>,
+}
+
+impl ServiceRef {
+    /// A reference written as the 16-hex-digit id.
+    pub fn id(id: ServiceId) -> ServiceRef {
+        ServiceRef { id, name: None }
+    }
+
+    /// A reference written as a name.
+    pub fn name(name: &str) -> ServiceRef {
+        ServiceRef {
+            id: ServiceId::from_name(name),
+            name: Some(name.to_string()),
+        }
+    }
+}
+
+/// `named shop` or `with id 46dc5e18e28e2409`, as the user wrote it, for messages.
+impl std::fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "named {name}"),
+            None => write!(f, "with id {}", self.id),
+        }
+    }
+}
+
 /// Parses a `{id}` path segment: the 16-hex-digit id, or else a service name.
-pub fn parse_id(seg: &str) -> Option<ServiceId> {
+pub fn parse_id(seg: &str) -> Option<ServiceRef> {
     if seg.is_empty() || seg.len() > 128 {
         return None;
     }
@@ -66,12 +102,12 @@ pub fn parse_id(seg: &str) -> Option<ServiceId> {
         return u64::from_str_radix(seg, 16)
             .ok()
             .filter(|v| *v <= i64::MAX as u64)
-            .map(ServiceId::from_raw);
+            .map(|v| ServiceRef::id(ServiceId::from_raw(v)));
     }
     // Names are restricted to A-Z a-z 0-9 . _ - (config validation), so anything else is no id.
     seg.bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        .then(|| ServiceId::from_name(seg))
+        .then(|| ServiceRef::name(seg))
 }
 
 /// Matches `method` and `path` (without query) against the REST routes.
@@ -130,15 +166,15 @@ mod tests {
         assert_eq!(route("POST", "/api/v1/services/"), Ok(Route::CreateService));
         assert_eq!(
             route("GET", "/api/v1/services/a"),
-            Ok(Route::GetService(id))
+            Ok(Route::GetService(ServiceRef::name("a")))
         );
         assert_eq!(
             route("GET", &format!("/api/v1/services/{id}")),
-            Ok(Route::GetService(id))
+            Ok(Route::GetService(ServiceRef::id(id)))
         );
         assert_eq!(
             route("POST", "/api/v1/services/a/pause"),
-            Ok(Route::Pause(id, true))
+            Ok(Route::Pause(ServiceRef::name("a"), true))
         );
         assert_eq!(
             route("PUT", "/api/v1/services/a"),
@@ -154,5 +190,15 @@ mod tests {
             route("GET", "/api/v1/services/a/b/c"),
             Err(RouteError::NotFound)
         );
+    }
+
+    #[test]
+    fn a_reference_keeps_what_the_user_wrote() {
+        let by_name = parse_id("shop").expect("a name");
+        assert_eq!(by_name.id, ServiceId::from_name("shop"));
+        assert_eq!(by_name.to_string(), "named shop");
+        let by_id = parse_id("46dc5e18e28e2409").expect("an id");
+        assert_eq!(by_id.name, None);
+        assert_eq!(by_id.to_string(), "with id 46dc5e18e28e2409");
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{check_params, limit_param, param, ApiError, Host, Route, ServiceView};
+use super::{check_params, limit_param, param, ApiError, Host, Route, ServiceRef, ServiceView};
 use crate::http::{Request, Response};
 use crate::model::{ServiceId, ServiceSpec, Source, Status};
 use crate::store::RegistryWrite;
@@ -25,15 +25,15 @@ pub enum Op {
         limit: usize,
     },
     /// One service.
-    Get(ServiceId),
+    Get(ServiceRef),
     /// A new API service (already validated); 409 when the id exists.
     Create(Arc<ServiceSpec>),
     /// JSON merge patch of an API service.
-    Patch(ServiceId, Value),
+    Patch(ServiceRef, Value),
     /// Remove an API service.
-    Delete(ServiceId),
+    Delete(ServiceRef),
     /// Pause (true) or resume (false).
-    Pause(ServiceId, bool),
+    Pause(ServiceRef, bool),
 }
 
 /// The owner's answer: the affected services, or why not.
@@ -60,8 +60,10 @@ fn busy(why: &str) -> ApiError {
     ApiError::new(503, "unavailable", format!("{why}; try again"))
 }
 
-fn not_found(id: ServiceId) -> ApiError {
-    ApiError::new(404, "not_found", format!("no service with id {id}"))
+/// 404 in the user's terms: `no service named shop`, or `no service with id ...` when they
+/// gave an id.
+pub fn not_found(r: &ServiceRef) -> ApiError {
+    ApiError::new(404, "not_found", format!("no service {r}"))
 }
 
 fn config_owned(spec: &ServiceSpec) -> ApiError {
@@ -97,35 +99,10 @@ pub async fn apply<H: Host>(host: &H, op: Op) -> Reply {
             v.truncate(limit);
             Ok(v)
         }
-        Op::Get(id) => host.view(id).map(|v| vec![v]).ok_or_else(|| not_found(id)),
-        Op::Create(spec) => {
-            let id = spec.id;
-            if let Some(v) = host.view(id) {
-                return Err(ApiError {
-                    status: 409,
-                    code: "conflict",
-                    message: format!(
-                        "a service named {} already exists (source {})",
-                        v.spec.name,
-                        v.spec.source.as_str()
-                    ),
-                    field: Some("name".into()),
-                });
-            }
-            if !host.api_local().reserve(id) {
-                return Err(in_flight(id));
-            }
-            let r = host
-                .registry()
-                .write(RegistryWrite::Upsert(spec.clone()))
-                .await;
-            host.api_local().release(id);
-            r.map_err(store_failed)?;
-            host.put(spec);
-            host.view(id).map(|v| vec![v]).ok_or_else(|| not_found(id))
-        }
-        Op::Patch(id, patch) => {
-            let cur = host.view(id).ok_or_else(|| not_found(id))?;
+        Op::Get(r) => found(host, &r),
+        Op::Create(spec) => create(host, spec).await,
+        Op::Patch(r, patch) => {
+            let cur = host.view(r.id).ok_or_else(|| not_found(&r))?;
             if cur.spec.source == Source::Config {
                 return Err(config_owned(&cur.spec));
             }
@@ -140,10 +117,10 @@ pub async fn apply<H: Host>(host: &H, op: Op) -> Reply {
             }
             let spec =
                 Arc::new(crate::config::api_service(&merged, host.defaults()).map_err(json_error)?);
-            persist_and_put(host, spec).await
+            persist_and_put(host, &r, spec).await
         }
-        Op::Pause(id, paused) => {
-            let cur = host.view(id).ok_or_else(|| not_found(id))?;
+        Op::Pause(r, paused) => {
+            let cur = host.view(r.id).ok_or_else(|| not_found(&r))?;
             let mut spec = (*cur.spec).clone();
             spec.paused = paused;
             let spec = Arc::new(spec);
@@ -151,25 +128,63 @@ pub async fn apply<H: Host>(host: &H, op: Op) -> Reply {
                 // Config services pause in memory only: the file stays the source of truth,
                 // so a reload or restart applies the file's `paused` again.
                 host.put(spec);
-                return host.view(id).map(|v| vec![v]).ok_or_else(|| not_found(id));
+                return found(host, &r);
             }
-            persist_and_put(host, spec).await
+            persist_and_put(host, &r, spec).await
         }
-        Op::Delete(id) => {
-            let cur = host.view(id).ok_or_else(|| not_found(id))?;
-            if cur.spec.source == Source::Config {
-                return Err(config_owned(&cur.spec));
-            }
-            if !host.api_local().reserve(id) {
-                return Err(in_flight(id));
-            }
-            let r = host.registry().write(RegistryWrite::Delete(id)).await;
-            host.api_local().release(id);
-            r.map_err(store_failed)?;
-            host.remove(id);
-            Ok(Vec::new())
-        }
+        Op::Delete(r) => delete(host, &r).await,
     }
+}
+
+/// The service `r` names, as a one-item reply, or 404 in the user's terms.
+fn found<H: Host>(host: &H, r: &ServiceRef) -> Reply {
+    host.view(r.id).map(|v| vec![v]).ok_or_else(|| not_found(r))
+}
+
+/// `Op::Create`: 409 when the name is taken; persisted before it is scheduled.
+async fn create<H: Host>(host: &H, spec: Arc<ServiceSpec>) -> Reply {
+    let id = spec.id;
+    if let Some(v) = host.view(id) {
+        return Err(ApiError {
+            status: 409,
+            code: "conflict",
+            message: format!(
+                "a service named {} already exists (source {})",
+                v.spec.name,
+                v.spec.source.as_str()
+            ),
+            field: Some("name".into()),
+        });
+    }
+    if !host.api_local().reserve(id) {
+        return Err(in_flight(id));
+    }
+    let written = host
+        .registry()
+        .write(RegistryWrite::Upsert(spec.clone()))
+        .await;
+    host.api_local().release(id);
+    written.map_err(store_failed)?;
+    let created = ServiceRef::name(&spec.name);
+    host.put(spec);
+    found(host, &created)
+}
+
+/// `Op::Delete`: API services only; removed once the store has marked it deleted.
+async fn delete<H: Host>(host: &H, r: &ServiceRef) -> Reply {
+    let id = r.id;
+    let cur = host.view(id).ok_or_else(|| not_found(r))?;
+    if cur.spec.source == Source::Config {
+        return Err(config_owned(&cur.spec));
+    }
+    if !host.api_local().reserve(id) {
+        return Err(in_flight(id));
+    }
+    let written = host.registry().write(RegistryWrite::Delete(id)).await;
+    host.api_local().release(id);
+    written.map_err(store_failed)?;
+    host.remove(id);
+    Ok(Vec::new())
 }
 
 fn in_flight(id: ServiceId) -> ApiError {
@@ -180,23 +195,23 @@ fn in_flight(id: ServiceId) -> ApiError {
     )
 }
 
-async fn persist_and_put<H: Host>(host: &H, spec: Arc<ServiceSpec>) -> Reply {
+async fn persist_and_put<H: Host>(host: &H, r: &ServiceRef, spec: Arc<ServiceSpec>) -> Reply {
     let id = spec.id;
     if !host.api_local().reserve(id) {
         return Err(in_flight(id));
     }
-    let r = host
+    let written = host
         .registry()
         .write(RegistryWrite::Upsert(spec.clone()))
         .await;
     host.api_local().release(id);
-    r.map_err(store_failed)?;
+    written.map_err(store_failed)?;
     // The service may have been deleted while the write ran; a patch must not revive it.
     if host.view(id).is_none() {
-        return Err(not_found(id));
+        return Err(not_found(r));
     }
     host.put(spec);
-    host.view(id).map(|v| vec![v]).ok_or_else(|| not_found(id))
+    found(host, r)
 }
 
 /// RFC 7386 JSON merge patch: objects merge recursively, `null` removes, the rest replaces.
@@ -260,8 +275,8 @@ pub async fn handle<H: Host>(
             let v = on_owner(host, id.owner(n), Op::Create(spec)).await?;
             Ok(one(v, 201).with_header("Location", format!("/api/v1/services/{id}")))
         }
-        Route::GetService(id) => Ok(one(on_owner(host, id.owner(n), Op::Get(id)).await?, 200)),
-        Route::PatchService(id) => {
+        Route::GetService(r) => Ok(one(on_owner(host, r.id.owner(n), Op::Get(r)).await?, 200)),
+        Route::PatchService(r) => {
             let body = super::json_body(req)?;
             if !body.is_object() {
                 return Err(ApiError {
@@ -275,15 +290,16 @@ pub async fn handle<H: Host>(
                 });
             }
             Ok(one(
-                on_owner(host, id.owner(n), Op::Patch(id, body)).await?,
+                on_owner(host, r.id.owner(n), Op::Patch(r, body)).await?,
                 200,
             ))
         }
-        Route::DeleteService(id) => {
-            Ok(one(on_owner(host, id.owner(n), Op::Delete(id)).await?, 204))
-        }
-        Route::Pause(id, p) => Ok(one(
-            on_owner(host, id.owner(n), Op::Pause(id, p)).await?,
+        Route::DeleteService(r) => Ok(one(
+            on_owner(host, r.id.owner(n), Op::Delete(r)).await?,
+            204,
+        )),
+        Route::Pause(r, p) => Ok(one(
+            on_owner(host, r.id.owner(n), Op::Pause(r, p)).await?,
             200,
         )),
         _ => Err(ApiError::new(404, "not_found", "no such route")),

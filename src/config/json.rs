@@ -1,14 +1,15 @@
 //! A service object in JSON (REST API bodies, the stored registry) -> validated `ServiceSpec`.
 //!
 //! The object is the config file's service entry, so it goes through the same `RawService`
-//! and the same `validate::service` as YAML; only the decoding differs. Fields are decoded one
+//! and the same `service::service` as YAML; only the decoding differs. Fields are decoded one
 //! by one so every error names its field (`expect.status`, `tags[2]`), which serde's derive
 //! cannot do for type errors.
 
 use serde_json::{Map, Value};
 
+use super::defaults::ServiceDefaults;
 use super::raw::{Headers, RawExpect, RawService};
-use super::validate::{self, ServiceDefaults, TlsCache};
+use super::service::{self, TlsCache};
 use crate::model::{ServiceSpec, Source};
 
 /// Fields a service object may have, in the order responses write them.
@@ -108,48 +109,9 @@ fn raw_service(v: &Value) -> Result<RawService, JsonError> {
             message: "required".into(),
         })
     };
-    let headers = match obj.get("headers") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(h)) => {
-            let mut out = Vec::with_capacity(h.len());
-            for (k, v) in h {
-                match v {
-                    Value::String(s) => out.push((k.clone(), s.clone())),
-                    other => return Err(wrong_type(&format!("headers.{k}"), "a string", other)),
-                }
-            }
-            Some(Headers(out))
-        }
-        Some(v) => Err(wrong_type("headers", "an object of strings", v))?,
-    };
-    let tags = match obj.get("tags") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(a)) => {
-            let mut out = Vec::with_capacity(a.len());
-            for (i, t) in a.iter().enumerate() {
-                match t {
-                    Value::String(s) => out.push(s.clone()),
-                    other => return Err(wrong_type(&format!("tags[{i}]"), "a string", other)),
-                }
-            }
-            Some(out)
-        }
-        Some(v) => Err(wrong_type("tags", "an array of strings", v))?,
-    };
-    let expect = match obj.get("expect") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(e)) => {
-            if let Some(k) = e.keys().find(|k| !EXPECT_FIELDS.contains(&k.as_str())) {
-                return Err(unknown(format!("expect.{k}"), &EXPECT_FIELDS));
-            }
-            Some(RawExpect {
-                status: opt_str(e, "status", "expect.status")?,
-                body_contains: opt_str(e, "body_contains", "expect.body_contains")?,
-                max_latency: opt_str(e, "max_latency", "expect.max_latency")?,
-            })
-        }
-        Some(v) => Err(wrong_type("expect", "an object", v))?,
-    };
+    let headers = headers(obj.get("headers"))?;
+    let tags = tags(obj.get("tags"))?;
+    let expect = expect(obj.get("expect"))?;
     let paused = match obj.get("paused") {
         None | Some(Value::Null) => None,
         Some(Value::Bool(b)) => Some(*b),
@@ -172,13 +134,67 @@ fn raw_service(v: &Value) -> Result<RawService, JsonError> {
     })
 }
 
+/// `headers`: an object of strings, kept in the body's order.
+fn headers(v: Option<&Value>) -> Result<Option<Headers>, JsonError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(h)) => {
+            let mut out = Vec::with_capacity(h.len());
+            for (k, v) in h {
+                match v {
+                    Value::String(s) => out.push((k.clone(), s.clone())),
+                    other => return Err(wrong_type(&format!("headers.{k}"), "a string", other)),
+                }
+            }
+            Ok(Some(Headers(out)))
+        }
+        Some(v) => Err(wrong_type("headers", "an object of strings", v)),
+    }
+}
+
+/// `tags`: an array of strings.
+fn tags(v: Option<&Value>) -> Result<Option<Vec<String>>, JsonError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => {
+            let mut out = Vec::with_capacity(a.len());
+            for (i, t) in a.iter().enumerate() {
+                match t {
+                    Value::String(s) => out.push(s.clone()),
+                    other => return Err(wrong_type(&format!("tags[{i}]"), "a string", other)),
+                }
+            }
+            Ok(Some(out))
+        }
+        Some(v) => Err(wrong_type("tags", "an array of strings", v)),
+    }
+}
+
+/// `expect`: an object with the keys of `EXPECT_FIELDS`, each a string.
+fn expect(v: Option<&Value>) -> Result<Option<RawExpect>, JsonError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(e)) => {
+            if let Some(k) = e.keys().find(|k| !EXPECT_FIELDS.contains(&k.as_str())) {
+                return Err(unknown(format!("expect.{k}"), &EXPECT_FIELDS));
+            }
+            Ok(Some(RawExpect {
+                status: opt_str(e, "status", "expect.status")?,
+                body_contains: opt_str(e, "body_contains", "expect.body_contains")?,
+                max_latency: opt_str(e, "max_latency", "expect.max_latency")?,
+            }))
+        }
+        Some(v) => Err(wrong_type("expect", "an object", v)),
+    }
+}
+
 /// Validates a JSON service object exactly as a config-file entry (same rules, same
 /// `defaults`), for a service created over the API.
 pub fn api_service(v: &Value, defaults: &ServiceDefaults) -> Result<ServiceSpec, JsonError> {
     let raw = raw_service(v)?;
     let mut cache = TlsCache::new();
     // No file paths are accepted over the API (no `tls.ca_file`), so the base is irrelevant.
-    let mut spec = validate::service("", raw, defaults, std::path::Path::new("."), &mut cache)
+    let mut spec = service::service("", raw, defaults, std::path::Path::new("."), &mut cache)
         .map_err(|e| JsonError {
             code: "invalid_value",
             field: Some(e.key.clone()).filter(|k| !k.is_empty()),

@@ -236,44 +236,13 @@ pub(super) fn yaml_error(text: &str, err: &serde_saphyr::Error) -> ConfigError {
         .strip_prefix("unknown field ")
         .and_then(|_| backticked(&msg))
     {
-        let expected = msg
-            .split_once("expected one of ")
-            .map(|(_, list)| format!(" (expected one of {})", list.replace('`', "")))
-            .or_else(|| {
-                msg.split_once("expected ")
-                    .map(|(_, one)| format!(" (expected {})", one.replace('`', "")))
-            })
-            .unwrap_or_default();
-        // Saphyr points at the mapping (which starts at its first key); name the mapping, but
-        // give the position of the offending key itself.
-        let parent = hits
-            .key
-            .clone()
-            .map(|(p, _)| p)
-            .or_else(|| hits.value.clone().map(|(p, _)| p))
-            .or(hits.before.clone())
-            .unwrap_or_default();
-        let at = hits.key_position(&join(&parent, field)).unwrap_or(at);
-        return ConfigError {
-            key: parent,
-            message: format!("unknown key \"{field}\"{expected}{at}"),
-        };
+        return unknown_key(&msg, field, &hits, at);
     }
     if let Some(field) = msg
         .strip_prefix("missing field ")
         .and_then(|_| backticked(&msg))
     {
-        // Saphyr points at the mapping (or its first key) that lacks the field.
-        let parent = hits
-            .value
-            .map(|(p, _)| p)
-            .or(hits.key.map(|(p, _)| p))
-            .or(hits.before)
-            .unwrap_or_default();
-        return ConfigError {
-            key: join(&parent, field),
-            message: format!("required key is missing{at}"),
-        };
+        return missing_key(field, hits, &at);
     }
     if let Some(dup) = msg.strip_prefix("duplicate mapping key: ") {
         let parent = hits.key.map(|(p, _)| p).or(hits.before).unwrap_or_default();
@@ -297,5 +266,44 @@ pub(super) fn yaml_error(text: &str, err: &serde_saphyr::Error) -> ConfigError {
             key: hits.before.unwrap_or_default(),
             message: format!("{msg}{at}"),
         },
+    }
+}
+
+/// `unknown field`: saphyr points at the mapping (which starts at its first key); name the
+/// mapping, but give the position of the offending key itself.
+fn unknown_key(msg: &str, field: &str, hits: &Hits, at: String) -> ConfigError {
+    let expected = msg
+        .split_once("expected one of ")
+        .map(|(_, list)| format!(" (expected one of {})", list.replace('`', "")))
+        .or_else(|| {
+            msg.split_once("expected ")
+                .map(|(_, one)| format!(" (expected {})", one.replace('`', "")))
+        })
+        .unwrap_or_default();
+    let parent = hits
+        .key
+        .clone()
+        .map(|(p, _)| p)
+        .or_else(|| hits.value.clone().map(|(p, _)| p))
+        .or(hits.before.clone())
+        .unwrap_or_default();
+    let at = hits.key_position(&join(&parent, field)).unwrap_or(at);
+    ConfigError {
+        key: parent,
+        message: format!("unknown key \"{field}\"{expected}{at}"),
+    }
+}
+
+/// `missing field`: saphyr points at the mapping (or its first key) that lacks the field.
+fn missing_key(field: &str, hits: Hits, at: &str) -> ConfigError {
+    let parent = hits
+        .value
+        .map(|(p, _)| p)
+        .or(hits.key.map(|(p, _)| p))
+        .or(hits.before)
+        .unwrap_or_default();
+    ConfigError {
+        key: join(&parent, field),
+        message: format!("required key is missing{at}"),
     }
 }

@@ -3,11 +3,18 @@
 //! Every error names the offending key (`services[2].interval`) and says why, so
 //! `ringwatch check` and `ringwatch run` can refuse a bad file with one readable line.
 
+mod auth;
+mod cluster;
+mod defaults;
 mod duration;
 mod json;
 mod locate;
+mod log;
 mod postgres;
 mod raw;
+mod server;
+mod service;
+mod storage;
 mod url;
 mod validate;
 
@@ -15,12 +22,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cluster::REDIS_PASSWORD_ENV;
+pub use defaults::ServiceDefaults;
 pub use duration::{format_duration, parse_duration};
 pub use json::{api_service, type_name, JsonError, SERVICE_FIELDS};
 pub use postgres::{PgConfig, PgHost, PgPassword, LIBPQ_PASSWORD_ENV, PASSWORD_ENV};
+pub use service::parse_status_ranges;
 pub use url::parse_url;
-pub use validate::parse_status_ranges;
-pub use validate::ServiceDefaults;
 
 use crate::model::ServiceSpec;
 
@@ -40,6 +48,38 @@ fn render(key: &str, message: &str) -> String {
         message.to_string()
     } else {
         format!("{key}: {message}")
+    }
+}
+
+/// Why `Config::load` failed: the file could not be read, or what it holds is invalid. Both
+/// name the file, once.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read; the OS reason is kept.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file was read but a key in it is invalid.
+    #[error("{}: {error}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key at fault and why.
+        error: ConfigError,
+    },
+}
+
+impl LoadError {
+    /// The key-level error, when the file could be read.
+    pub fn config_error(&self) -> Option<&ConfigError> {
+        match self {
+            LoadError::Read { .. } => None,
+            LoadError::Invalid { error, .. } => Some(error),
+        }
     }
 }
 
@@ -171,6 +211,8 @@ pub struct ServerConfig {
     pub tls: Option<ServerTls>,
     /// WebSocket stream settings (`server.ws`).
     pub ws: WsConfig,
+    /// `/metrics` carries per-service series (status, last latency, last probe time).
+    pub per_service_metrics: bool,
 }
 
 /// `server.tls`, loaded: the rustls config built from the PEM files.
@@ -329,6 +371,110 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// The roles a cluster process plays (any combination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Holds (or stands by for) the scheduler lease and dispatches jobs.
+    pub scheduler: bool,
+    /// Probes jobs from the jobs stream.
+    pub worker: bool,
+    /// Stores results and decides transitions in PostgreSQL.
+    pub ingest: bool,
+    /// Streams transitions to WebSocket clients.
+    pub gateway: bool,
+}
+
+impl Roles {
+    /// Every role: standalone behaviour over Redis and PostgreSQL.
+    pub const ALL: Roles = Roles {
+        scheduler: true,
+        worker: true,
+        ingest: true,
+        gateway: true,
+    };
+
+    /// Parses role names (`scheduler`, `worker`, `ingest`, `gateway`, `all`).
+    pub fn parse_list<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Roles, String> {
+        let mut r = Roles {
+            scheduler: false,
+            worker: false,
+            ingest: false,
+            gateway: false,
+        };
+        for n in names {
+            match n.trim() {
+                "all" => r = Roles::ALL,
+                "scheduler" => r.scheduler = true,
+                "worker" => r.worker = true,
+                "ingest" => r.ingest = true,
+                "gateway" => r.gateway = true,
+                other => {
+                    return Err(format!(
+                    "unknown role \"{other}\" (expected scheduler, worker, ingest, gateway or all)"
+                ))
+                }
+            }
+        }
+        if r == (Roles {
+            scheduler: false,
+            worker: false,
+            ingest: false,
+            gateway: false,
+        }) {
+            return Err("no role given".into());
+        }
+        Ok(r)
+    }
+
+    /// The role names, comma-separated (logs, metrics).
+    pub fn names(&self) -> String {
+        [
+            (self.scheduler, "scheduler"),
+            (self.worker, "worker"),
+            (self.ingest, "ingest"),
+            (self.gateway, "gateway"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(",")
+    }
+}
+
+/// The `cluster` section: present = this process is a node of a cluster.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// Redis URL (no credentials).
+    pub redis: String,
+    /// Redis password (from the environment or `password_file`; never logged).
+    pub password: Option<String>,
+    /// Roles of this process (`--role` overrides).
+    pub roles: Roles,
+    /// This node's name in consumer groups and the lease (default: host name and port).
+    pub node: Option<String>,
+    /// Scheduler lease time to live: a standby takes over within it.
+    pub lease_ttl: Duration,
+    /// A job pending this long without an acknowledgement is taken over by another worker
+    /// (`XAUTOCLAIM` min-idle); longer than any probe's timeout.
+    pub claim_idle: Duration,
+    /// Entries read or written per stream round trip.
+    pub batch: usize,
+    /// Approximate bound of each stream (`MAXLEN ~`).
+    pub stream_maxlen: u64,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis", &self.redis)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("roles", &self.roles)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -344,20 +490,25 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Effective `defaults`, applied to services created over the API too.
     pub defaults: std::sync::Arc<ServiceDefaults>,
+    /// `cluster` section; None for a standalone process.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {
     /// Reads and validates a YAML file; relative paths in it resolve against its directory.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            key: String::new(),
-            message: format!("cannot read config file {}: {e}", path.display()),
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
         })?;
         let base = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        Config::parse(&text, base)
+        Config::parse(&text, base).map_err(|error| LoadError::Invalid {
+            path: path.to_path_buf(),
+            error,
+        })
     }
 
     /// Parses YAML text; `base` is the directory relative paths resolve against.

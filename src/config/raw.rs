@@ -14,6 +14,21 @@ pub(super) struct RawConfig {
     pub(super) defaults: Option<RawDefaults>,
     pub(super) services: Option<Vec<RawService>>,
     pub(super) auth: Option<RawAuth>,
+    pub(super) cluster: Option<RawCluster>,
+}
+
+/// `cluster`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) redis: Option<String>,
+    pub(super) password_file: Option<String>,
+    pub(super) roles: Option<Vec<String>>,
+    pub(super) node: Option<String>,
+    pub(super) lease_ttl: Option<String>,
+    pub(super) claim_idle: Option<String>,
+    pub(super) batch: Option<u64>,
+    pub(super) stream_maxlen: Option<u64>,
 }
 
 /// `server`.
@@ -30,6 +45,7 @@ pub(super) struct RawServer {
     pub(super) resolver: Option<RawResolver>,
     pub(super) ws: Option<RawWs>,
     pub(super) tls: Option<RawServerTls>,
+    pub(super) per_service_metrics: Option<bool>,
 }
 
 /// `server.tls`: serve https with these PEM files.

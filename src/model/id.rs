@@ -22,6 +22,14 @@ impl ServiceId {
         ServiceId(raw)
     }
 
+    /// Parses the 16-hex-digit form `Display` writes; None for anything else.
+    pub fn parse_hex(s: &str) -> Option<ServiceId> {
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(ServiceId)
+    }
+
     /// The raw value, for storage and wire formats.
     pub fn get(self) -> u64 {
         self.0
@@ -35,6 +43,22 @@ impl ServiceId {
         x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
         x ^= x >> 33;
         (x % shards.max(1) as u64) as usize
+    }
+}
+
+/// In JSON an id is always its 16-hex-digit string: the REST API, the stream and the history
+/// agree, and JavaScript (whose numbers stop at 2^53) reads it back exactly.
+impl serde::Serialize for ServiceId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ServiceId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ServiceId::parse_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a 16-hex-digit id")))
     }
 }
 

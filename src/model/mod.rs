@@ -12,7 +12,7 @@ mod service;
 mod time;
 
 pub use id::ServiceId;
-pub use outcome::{ErrorKind, ProbeResult, Status, Timings, Transition};
+pub use outcome::{Decided, ErrorKind, ProbeResult, Status, Timings, Transition};
 pub use service::{
     Expect, Method, PhaseTimeouts, Scheme, ServiceSpec, Source, StatusRanges, Target, TlsSettings,
 };

@@ -161,6 +161,45 @@ pub struct Transition {
     pub error: Option<String>,
 }
 
+/// A status change a judge decided, not yet numbered: the store gives it its `seq` when it
+/// commits it, so seqs are gap-free, in commit order, and never shown before they are stored.
+#[derive(Clone, Debug)]
+pub struct Decided {
+    /// Which service.
+    pub service_id: ServiceId,
+    /// Its name at the time.
+    pub service: String,
+    /// Status before.
+    pub from: Status,
+    /// Status after.
+    pub to: Status,
+    /// When the deciding probe completed.
+    pub at: UnixMillis,
+    /// Latency of the deciding probe.
+    pub latency: Duration,
+    /// Status code of the deciding probe.
+    pub status_code: Option<u16>,
+    /// Error of the deciding probe.
+    pub error: Option<String>,
+}
+
+impl Decided {
+    /// The transition this change becomes as number `seq`.
+    pub fn numbered(&self, seq: u64) -> Transition {
+        Transition {
+            seq,
+            service_id: self.service_id,
+            service: self.service.clone(),
+            from: self.from,
+            to: self.to,
+            at: self.at,
+            latency: self.latency,
+            status_code: self.status_code,
+            error: self.error.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

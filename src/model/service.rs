@@ -159,7 +159,7 @@ pub struct PhaseTimeouts {
 }
 
 /// `tls` of an https service: which roots to trust.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TlsSettings {
     /// Extra CA certificates (PEM), trusted besides the webpki roots.
     pub ca_file: Option<PathBuf>,

@@ -37,10 +37,37 @@ pub struct Event {
     pub frame: Bytes,
     /// Service name (filters match on it).
     pub service: String,
-    /// The service definition at the origin (its tags, for filters); None when unknown.
-    pub spec: Option<Arc<ServiceSpec>>,
+    /// The service's tags, for subscription filters.
+    pub tags: EventTags,
     /// When the probe behind it completed (push latency starts here).
     pub born: Instant,
+}
+
+/// Where an event's tags (for subscription filters) come from.
+#[derive(Debug, Clone)]
+pub enum EventTags {
+    /// Not known with the event (a replay from the store): the subscriber's snapshot has them.
+    Unknown,
+    /// The definition at the origin (a shared handle, no copy).
+    Spec(Arc<ServiceSpec>),
+    /// Listed with the event (an event from another process).
+    Listed(Arc<[String]>),
+}
+
+impl EventTags {
+    /// The tags; empty when unknown.
+    pub fn get(&self) -> &[String] {
+        match self {
+            EventTags::Unknown => &[],
+            EventTags::Spec(s) => &s.tags,
+            EventTags::Listed(t) => t,
+        }
+    }
+
+    /// True when the event carries its tags.
+    pub fn known(&self) -> bool {
+        !matches!(self, EventTags::Unknown)
+    }
 }
 
 /// Serializes `body` once and frames it once, in one buffer: JSON first, header in front.
@@ -60,7 +87,7 @@ struct TransitionJson<'a> {
     kind: &'static str,
     seq: u64,
     service: &'a str,
-    service_id: u64,
+    service_id: ServiceId,
     from: &'static str,
     to: &'static str,
     at: String,
@@ -74,7 +101,7 @@ struct ResultJson<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     service: &'a str,
-    service_id: u64,
+    service_id: ServiceId,
     at: String,
     status: &'static str,
     latency_ms: f64,
@@ -85,21 +112,25 @@ struct ResultJson<'a> {
 impl Event {
     /// Serializes a transition once.
     pub fn transition(t: &Transition) -> Arc<Event> {
-        Arc::new(Event::transition_with(t, None, Instant::now()))
+        Arc::new(Event::transition_with(
+            t,
+            EventTags::Unknown,
+            Instant::now(),
+        ))
     }
 
     /// Serializes and frames a live transition once (the origin counts it).
     pub fn live_transition(t: &Transition, spec: Arc<ServiceSpec>, born: Instant) -> Arc<Event> {
-        Arc::new(Event::transition_with(t, Some(spec), born))
+        Arc::new(Event::transition_with(t, EventTags::Spec(spec), born))
     }
 
     /// Serializes and frames a transition (replays use this without counting).
-    pub fn transition_with(t: &Transition, spec: Option<Arc<ServiceSpec>>, born: Instant) -> Event {
+    pub fn transition_with(t: &Transition, tags: EventTags, born: Instant) -> Event {
         let body = TransitionJson {
             kind: "transition",
             seq: t.seq,
             service: &t.service,
-            service_id: t.service_id.get(),
+            service_id: t.service_id,
             from: t.from.as_str(),
             to: t.to.as_str(),
             at: t.at.to_rfc3339(),
@@ -115,7 +146,7 @@ impl Event {
             json,
             frame,
             service: t.service.clone(),
-            spec,
+            tags,
             born,
         }
     }
@@ -130,7 +161,7 @@ impl Event {
         let body = ResultJson {
             kind: "result",
             service,
-            service_id: r.service_id.get(),
+            service_id: r.service_id,
             at: at.to_rfc3339(),
             status: status.as_str(),
             latency_ms: ms(r.timings.total),
@@ -145,7 +176,7 @@ impl Event {
             json,
             frame,
             service: service.to_string(),
-            spec: None,
+            tags: EventTags::Unknown,
             born: Instant::now(),
         })
     }
@@ -160,10 +191,72 @@ impl Event {
     ) -> Arc<Event> {
         let mut e = Event::result(&spec.name, r, status, at);
         if let Some(ev) = Arc::get_mut(&mut e) {
-            ev.spec = Some(spec);
+            ev.tags = EventTags::Spec(spec);
             ev.born = born;
         }
         e
+    }
+}
+
+/// What a published transition says, read back from its JSON.
+#[derive(serde::Deserialize)]
+struct Published {
+    seq: u64,
+    service: String,
+    service_id: ServiceId,
+    to: String,
+    at: String,
+}
+
+/// A transition event another process committed and published: its JSON as published (the
+/// same bytes every client receives), framed here once, with the service's tags and what the
+/// event says about its status.
+#[derive(Debug)]
+pub struct Received {
+    /// The event, ready for fan-out.
+    pub event: Arc<Event>,
+    /// The status the service changed to.
+    pub to: crate::model::Status,
+    /// When (the end of the deciding probe).
+    pub at: crate::model::UnixMillis,
+}
+
+impl Event {
+    /// Frames a published transition's JSON; `born` is back-dated to the deciding probe's end
+    /// (`at`), so push latency measured from it is the end-to-end latency across processes.
+    pub fn received(json: &[u8], tags: Arc<[String]>) -> Result<Received, String> {
+        let p: Published = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        let to =
+            crate::model::Status::parse(&p.to).ok_or_else(|| format!("unknown status {}", p.to))?;
+        let at = crate::model::UnixMillis::parse_rfc3339(&p.at)
+            .ok_or_else(|| format!("bad time {}", p.at))?;
+        let age = crate::model::UnixMillis::now()
+            .0
+            .saturating_sub(at.0)
+            .max(0);
+        let now = Instant::now();
+        let born = now
+            .checked_sub(std::time::Duration::from_millis(age as u64))
+            .unwrap_or(now);
+        let mut v = Vec::with_capacity(crate::wire::frame::MAX_HEADER + json.len());
+        v.resize(crate::wire::frame::MAX_HEADER, 0);
+        v.extend_from_slice(json);
+        let frame = crate::wire::frame::frame_in_place(v, crate::wire::frame::OP_TEXT);
+        let h = crate::wire::frame::header_len(frame.len());
+        Ok(Received {
+            event: Arc::new(Event {
+                kind: EventKind::Transition,
+                service_id: p.service_id,
+                seq: p.seq,
+                json: frame.slice(h..),
+                frame,
+                service: p.service,
+                tags: EventTags::Listed(tags),
+                born,
+            }),
+            to,
+            at,
+        })
     }
 }
 
@@ -172,6 +265,30 @@ mod tests {
     use super::*;
     use crate::model::{Status, UnixMillis};
     use std::time::Duration;
+
+    #[test]
+    fn a_published_transition_frames_back_to_the_same_bytes() {
+        let t = Transition {
+            seq: 9,
+            service_id: ServiceId::from_name("shop"),
+            service: "shop".into(),
+            from: Status::Up,
+            to: Status::Down,
+            at: UnixMillis::now(),
+            latency: Duration::from_millis(3),
+            status_code: None,
+            error: Some("timeout".into()),
+        };
+        let sent = Event::transition(&t);
+        let got = Event::received(&sent.json, Arc::from(vec!["web".to_string()])).expect("decode");
+        assert_eq!(got.event.frame, sent.frame);
+        assert_eq!(got.event.seq, 9);
+        assert_eq!(got.event.service_id, t.service_id);
+        assert_eq!(got.to, Status::Down);
+        assert_eq!(got.at, t.at);
+        assert_eq!(got.event.tags.get(), ["web".to_string()]);
+        assert!(Event::received(b"{}", Arc::from(Vec::new())).is_err());
+    }
 
     #[test]
     fn transition_json_matches_the_protocol() {

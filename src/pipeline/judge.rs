@@ -1,8 +1,9 @@
-//! What results mean: the UNKNOWN -> UP/DOWN state machine with thresholds, and the global seq.
+//! What results mean: the UNKNOWN -> UP/DOWN state machine with thresholds.
+//!
+//! Pure and owned by whoever judges a service (its shard standalone, an ingest process in a
+//! cluster); numbering the changes it decides is the store's job (`store::Writer`).
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use crate::model::{Status, UnixMillis};
 
@@ -39,6 +40,18 @@ impl Health {
         }
     }
 
+    /// A service whose status was stored before a restart: it keeps that status (and since
+    /// when) and needs its thresholds met afresh to change it; the runs of consecutive results
+    /// before the restart are not kept.
+    pub fn restored(status: Status, since: UnixMillis) -> Self {
+        Health {
+            status,
+            since,
+            ok_run: 0,
+            fail_run: 0,
+        }
+    }
+
     /// Folds one result in; returns the change when a threshold is crossed.
     pub fn observe(
         &mut self,
@@ -66,27 +79,6 @@ impl Health {
         self.status = target;
         self.since = at;
         Some(change)
-    }
-}
-
-/// The process-wide transition counter; starts after the largest stored seq.
-#[derive(Clone, Debug)]
-pub struct SeqCounter(Arc<AtomicU64>);
-
-impl SeqCounter {
-    /// Continues numbering after `last` (the largest seq in the store).
-    pub fn starting_after(last: u64) -> Self {
-        SeqCounter(Arc::new(AtomicU64::new(last)))
-    }
-
-    /// Takes the next seq: strictly increasing across all shards.
-    pub fn next(&self) -> u64 {
-        self.0.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// The latest seq handed out.
-    pub fn latest(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -140,18 +132,20 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_status_needs_its_threshold_met_again() {
+        let mut h = Health::restored(Status::Down, UnixMillis(5));
+        // The same status again is no transition.
+        assert_eq!(h.observe(false, UnixMillis(6), n(1), n(2)), None);
+        assert_eq!(h.observe(true, UnixMillis(7), n(1), n(2)), None);
+        let c = h.observe(true, UnixMillis(8), n(1), n(2));
+        assert_eq!(c.map(|c| (c.from, c.to)), Some((Status::Down, Status::Up)));
+    }
+
+    #[test]
     fn unknown_stays_until_a_threshold_is_met() {
         let mut h = Health::new(UnixMillis(0));
         assert_eq!(h.observe(false, UnixMillis(1), n(2), n(2)), None);
         assert_eq!(h.observe(true, UnixMillis(2), n(2), n(2)), None);
         assert_eq!(h.status, Status::Unknown);
-    }
-
-    #[test]
-    fn seq_continues_after_the_stored_maximum() {
-        let s = SeqCounter::starting_after(41);
-        assert_eq!(s.next(), 42);
-        assert_eq!(s.clone().next(), 43);
-        assert_eq!(s.latest(), 43);
     }
 }

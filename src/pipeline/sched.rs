@@ -384,6 +384,42 @@ pub fn first_run(now: Instant, interval: Duration) -> Instant {
     now + interval.mul_f64(fastrand::f64())
 }
 
+/// A service's fixed phase within its interval (unix ms modulo the interval), derived from its
+/// id like Prometheus's scrape offsets: every scheduler computes the same slots for it, so two
+/// schedulers during a takeover plan the same `(service_id, scheduled_at)` and the result is
+/// stored once.
+pub fn phase(id: crate::model::ServiceId, interval: Duration) -> i64 {
+    let interval_ms = interval.as_millis().max(1) as u64;
+    // Mix the bits: FNV's low bits are weak for similar names (the same mix as shard owners).
+    let mut x = id.get();
+    x ^= x >> 31;
+    x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 29;
+    (x % interval_ms) as i64
+}
+
+/// The slot (unix ms) nearest to `t` on the grid `phase + k * interval`.
+pub fn nearest_slot(
+    t: crate::model::UnixMillis,
+    phase: i64,
+    interval: Duration,
+) -> crate::model::UnixMillis {
+    let i = interval.as_millis().max(1) as i64;
+    let k = (t.0 - phase + i / 2).div_euclid(i);
+    crate::model::UnixMillis(phase + k * i)
+}
+
+/// The first slot strictly after `t` on the grid `phase + k * interval`.
+pub fn slot_after(
+    t: crate::model::UnixMillis,
+    phase: i64,
+    interval: Duration,
+) -> crate::model::UnixMillis {
+    let i = interval.as_millis().max(1) as i64;
+    let k = (t.0 - phase).div_euclid(i) + 1;
+    crate::model::UnixMillis(phase + k * i)
+}
+
 /// The planned start after `prev`: one interval later, +- jitter. Returns it and how many runs
 /// were skipped because the shard was more than an interval behind `now`.
 pub fn next_run(prev: Instant, now: Instant, interval: Duration, fraction: f64) -> (Instant, u64) {
@@ -409,6 +445,26 @@ pub fn next_run(prev: Instant, now: Instant, interval: Duration, fraction: f64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_are_a_fixed_grid_per_service() {
+        use crate::model::{ServiceId, UnixMillis};
+        let id = ServiceId::from_name("shop");
+        let iv = Duration::from_secs(10);
+        let p = phase(id, iv);
+        assert!((0..10_000).contains(&p));
+        assert_eq!(p, phase(ServiceId::from_name("shop"), iv));
+        let s = slot_after(UnixMillis(1_000_000), p, iv);
+        assert!(s.0 > 1_000_000 && s.0 <= 1_010_000 && (s.0 - p) % 10_000 == 0);
+        assert_eq!(nearest_slot(UnixMillis(s.0 + 4_999), p, iv), s);
+        assert_eq!(nearest_slot(UnixMillis(s.0 - 4_999), p, iv), s);
+        assert_eq!(slot_after(s, p, iv).0, s.0 + 10_000);
+        // Names spread over the interval.
+        let phases: std::collections::HashSet<i64> = (0..100)
+            .map(|i| phase(ServiceId::from_name(&format!("s{i}")), iv) / 1000)
+            .collect();
+        assert!(phases.len() >= 8, "{phases:?}");
+    }
 
     fn due(at: Instant, n: u64) -> Due {
         Due {

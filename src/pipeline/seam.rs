@@ -41,10 +41,30 @@ pub struct Dispatch {
 
 /// Where the scheduler's due jobs go.
 pub enum JobRoute {
-    /// Probe on this shard (standalone, and cluster nodes that also run workers).
+    /// Probe on this shard (standalone).
     Probe,
-    /// Send to remote workers (cluster scheduler role).
+    /// Send to remote workers (cluster scheduler role). Slots are deterministic per service
+    /// (`sched::slot_after`), so every scheduler plans the same ones.
     Dispatch(Outbox<Dispatch>),
+    /// Plan nothing: the services are known here (API, snapshots, status) but probed through
+    /// another node's jobs (cluster nodes without the scheduler role).
+    Hold,
+}
+
+/// A result on its way out of the process: the job it answers (acknowledged once the result
+/// is written) and what judging it elsewhere needs.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// The jobs stream entry this answers.
+    pub entry: std::sync::Arc<str>,
+    /// The result.
+    pub result: ProbeResult,
+    /// The definition probed (name and thresholds travel with the result).
+    pub spec: std::sync::Arc<ServiceSpec>,
+    /// When the probe ended.
+    pub ended_at: UnixMillis,
+    /// The job's scheduler epoch.
+    pub epoch: u64,
 }
 
 /// Where a finished probe's result goes.
@@ -52,7 +72,7 @@ pub enum ResultRoute {
     /// Into this shard's judge (the state machine), then the store and the fan-out.
     Judge,
     /// To remote ingest processes, which judge it (cluster worker role).
-    Forward(Outbox<ProbeResult>),
+    Forward(Outbox<Forwarded>),
 }
 
 /// A shard's routes across the seams; standalone is `Probe` and `Judge`.

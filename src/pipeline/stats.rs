@@ -28,15 +28,19 @@ pub struct PipelineStats {
     pub probe_latency: Histogram<u64>,
     /// Actual start - planned start.
     pub schedule_lag: Histogram<u64>,
-    /// Transitions produced.
+    /// Transitions decided (handed to the store's transition lane).
     pub transitions: u64,
+
     /// Planned probes skipped because the previous one still ran.
     pub skipped_overlap: u64,
     /// Planned probes skipped because the shard fell behind.
     pub skipped_behind: u64,
-    /// Results the store queue refused (full).
+    /// Results the store queue (or a worker's results outbox) refused (full).
     pub results_dropped: u64,
-    /// Live events serialized and framed here (once per event, whatever the client count).
+    /// Cluster jobs a saturated shard could not take (left pending, reclaimed later).
+    pub jobs_refused: u64,
+    /// Live result events serialized and framed here (once per event, whatever the client
+    /// count); transition events are encoded by the store's publisher and added at scrape.
     pub events_encoded: u64,
 }
 
@@ -51,6 +55,7 @@ impl Default for PipelineStats {
             skipped_overlap: 0,
             skipped_behind: 0,
             results_dropped: 0,
+            jobs_refused: 0,
             events_encoded: 0,
         }
     }
@@ -95,9 +100,11 @@ impl PipelineStats {
         let _ = self.probe_latency.add(&o.probe_latency);
         let _ = self.schedule_lag.add(&o.schedule_lag);
         self.transitions += o.transitions;
+
         self.skipped_overlap += o.skipped_overlap;
         self.skipped_behind += o.skipped_behind;
         self.results_dropped += o.results_dropped;
+        self.jobs_refused += o.jobs_refused;
         self.events_encoded += o.events_encoded;
     }
 
@@ -139,7 +146,7 @@ impl PipelineStats {
         w.single(
             "ringwatch_transitions_total",
             "counter",
-            "Status transitions produced.",
+            "Status transitions decided (each is then numbered, stored and published).",
             self.transitions as f64,
         );
         w.single(

@@ -6,7 +6,10 @@
 //! cluster roles cut the same pipeline at the seams of `pipeline::seam` and wire the cut ends
 //! to Redis Streams and PostgreSQL instead.
 
+pub mod cluster;
 pub mod healthcheck;
+mod ingest;
+pub mod instance;
 pub mod service_manager;
 pub mod standalone;
 

@@ -16,14 +16,16 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::service_manager;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, LoadError};
 use crate::model::ServiceSpec;
-use crate::pipeline::judge::SeqCounter;
+use crate::model::{Status, Transition};
+use crate::pipeline::event::Event;
+use crate::pipeline::seam::Routes;
 use crate::rt::dns::ResolverHandle;
 use crate::rt::mesh::{From, Mesh};
 use crate::shard::{self, ShardMsg, Shared};
 use crate::store::reader::ReadPool;
-use crate::store::{self, StoreError, Writer};
+use crate::store::{self, LastState, Publish, StoreError, Writer};
 use crate::ws::ResultInterest;
 
 /// Why the server could not start or stopped badly.
@@ -31,7 +33,10 @@ use crate::ws::ResultInterest;
 pub enum ServerError {
     /// The configuration is invalid.
     #[error("config: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] LoadError),
+    /// Another instance holds the port or the database.
+    #[error("{0}")]
+    Instance(#[from] super::instance::InstanceError),
     /// The store could not be opened or drained.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -56,7 +61,7 @@ pub enum ServerError {
 }
 
 /// Ring capacity between each pair of shards.
-const MESH_CAPACITY: usize = 4096;
+pub(super) const MESH_CAPACITY: usize = 4096;
 
 /// Shard count for a config value (0 = one per available core).
 pub fn shard_count(configured: usize) -> usize {
@@ -79,7 +84,7 @@ pub fn partition(services: Vec<ServiceSpec>, shards: usize) -> Vec<Vec<Arc<Servi
 }
 
 /// Resolves port 0 to a concrete free port so every shard binds the same one.
-fn concrete_listen_addr(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+pub(super) fn concrete_listen_addr(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
     if addr.port() != 0 {
         return Ok(addr);
     }
@@ -94,13 +99,13 @@ fn concrete_listen_addr(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
 }
 
 /// Queue bound of the API read pool (full = 503 busy); its threads: `store::reader_threads`.
-const READ_QUEUE: usize = 256;
+pub(super) const READ_QUEUE: usize = 256;
 
 /// Opens the API read pool and loads the API-defined services persisted in the store.
 ///
 /// A stored service that no longer validates (e.g. `defaults` changed) or whose name is now
 /// taken by a config service is skipped with a warning; its row and results stay.
-fn open_reader(cfg: &Config) -> Result<(store::reader::ReadPool, Vec<ServiceSpec>), ServerError> {
+pub(super) fn open_reader(cfg: &Config) -> Result<Stored, ServerError> {
     let storage = cfg.storage.clone();
     let reader = ReadPool::open(
         move || store::open_reader(&storage),
@@ -108,60 +113,124 @@ fn open_reader(cfg: &Config) -> Result<(store::reader::ReadPool, Vec<ServiceSpec
         READ_QUEUE,
     )?;
     let ro = store::open_reader(&cfg.storage)?;
-    let config_ids: std::collections::HashSet<_> = cfg.services.iter().map(|s| s.id).collect();
+    let out = api_services(ro.as_ref(), &cfg.services, &cfg.defaults, true)?;
+    Ok(Stored {
+        reader,
+        api_services: out,
+        last_states: ro.last_states()?,
+    })
+}
+
+/// The API-defined services stored in the registry, validated with the current `defaults`.
+///
+/// A stored service that no longer validates (e.g. `defaults` changed) or whose name is now
+/// taken by a config service is skipped (with a warning when `warn`); its row and results stay.
+pub(super) fn api_services(
+    ro: &dyn store::StoreReader,
+    config: &[ServiceSpec],
+    defaults: &crate::config::ServiceDefaults,
+    warn: bool,
+) -> Result<Vec<ServiceSpec>, StoreError> {
+    let config_ids: std::collections::HashSet<_> = config.iter().map(|s| s.id).collect();
     let mut out = Vec::new();
     for row in ro.services(false)? {
         if row.source != "api" {
             continue;
         }
         if config_ids.contains(&row.id) {
-            tracing::warn!(service = %row.name, "API service shadowed by a config service of the same name");
+            if warn {
+                tracing::warn!(service = %row.name, "API service shadowed by a config service of the same name");
+            }
             continue;
         }
         let parsed = serde_json::from_str::<serde_json::Value>(&row.spec)
             .map_err(|e| e.to_string())
-            .and_then(|v| crate::config::api_service(&v, &cfg.defaults).map_err(|e| e.to_string()));
+            .and_then(|v| crate::config::api_service(&v, defaults).map_err(|e| e.to_string()));
         match parsed {
             Ok(spec) => out.push(spec),
-            Err(e) => tracing::warn!(service = %row.name, error = %e, "stored API service skipped"),
+            Err(e) if warn => {
+                tracing::warn!(service = %row.name, error = %e, "stored API service skipped")
+            }
+            Err(_) => {}
         }
     }
-    Ok((reader, out))
+    Ok(out)
+}
+
+/// What start-up reads from the store besides the writer's `StoreInfo`.
+pub(super) struct Stored {
+    /// The read pool for the API and `since`.
+    pub(super) reader: ReadPool,
+    /// API-defined services to run.
+    pub(super) api_services: Vec<ServiceSpec>,
+    /// Each service's last stored status.
+    pub(super) last_states: Vec<LastState>,
+}
+
+/// Publishes committed transitions to every shard's clients: encodes each event once on the
+/// writer thread and hands the same buffer to every shard through the mesh's store rings.
+struct MeshPublisher {
+    mesh: Arc<Mesh<ShardMsg>>,
+}
+
+impl Publish for MeshPublisher {
+    fn transition(&mut self, t: &Transition, spec: &Arc<ServiceSpec>, born: Instant) {
+        if t.to == Status::Down {
+            tracing::warn!(service = %t.service, seq = t.seq, from = t.from.as_str(), to = t.to.as_str(), error = t.error.as_deref().unwrap_or(""), "service down");
+        } else {
+            tracing::info!(service = %t.service, seq = t.seq, from = t.from.as_str(), to = t.to.as_str(), "service up");
+        }
+        let event = Event::live_transition(t, spec.clone(), born);
+        for to in 0..self.mesh.shards() {
+            // A full ring drops the event for that shard's clients; the mesh counts it, and a
+            // client can resume from the store with `since`.
+            let _ = self
+                .mesh
+                .send(From::Store, to, ShardMsg::Event(event.clone()));
+        }
+    }
 }
 
 /// A running server: its threads and how to stop them.
 pub struct Running {
-    shared: Arc<Shared>,
-    shards: Vec<JoinHandle<()>>,
-    writer: Writer,
-    config_path: PathBuf,
+    /// Held until the process exits: no second instance on this port or database.
+    pub(super) _lock: super::instance::InstanceLock,
+    pub(super) shared: Arc<Shared>,
+    pub(super) shards: Vec<JoinHandle<()>>,
+    pub(super) writer: Writer,
+    pub(super) config_path: PathBuf,
     /// The address the shards listen on.
     pub listen: SocketAddr,
+    /// A cluster node's transport threads and registry mirror (None standalone).
+    pub(super) cluster: Option<super::cluster::Parts>,
 }
 
 /// Starts everything described by `cfg` (read from `config_path`, re-read on reload).
 pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError> {
     let n = shard_count(cfg.server.shards);
     cfg.server.listen = concrete_listen_addr(cfg.server.listen)?;
+    let lock = super::instance::InstanceLock::acquire(cfg.server.listen, &cfg.storage)?;
+    let mesh = Mesh::new(n, MESH_CAPACITY);
     let mut backend = store::open(&cfg.storage)?;
     backend.sync_services(&cfg.services)?;
-    let (writer, handle, info) = Writer::spawn(backend, &cfg.storage)?;
-    let (reader, api_services) = open_reader(&cfg)?;
-    let resolver = ResolverHandle::spawn(cfg.server.resolver);
+    let publisher = Box::new(MeshPublisher { mesh: mesh.clone() });
+    let spawned = Writer::spawn_publishing(backend, &cfg.storage, publisher)?;
+    let stored = open_reader(&cfg)?;
     let shared = Arc::new(Shared {
-        mesh: Mesh::new(n, MESH_CAPACITY),
-        store: handle,
-        seq: SeqCounter::starting_after(info.max_seq),
-        resolver,
+        mesh,
+        store: spawned.handle,
+        seq: spawned.latest,
+        resolver: ResolverHandle::spawn(cfg.server.resolver),
         server: cfg.server.clone(),
         started: Instant::now(),
         shards_ready: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
         auth: crate::auth::Auth::new(&cfg.auth),
-        reader,
-        registry: writer.registry(),
+        reader: stored.reader,
+        registry: spawned.writer.registry(),
         defaults: cfg.defaults.clone(),
         interest: ResultInterest::default(),
+        cluster: None,
     });
     if !shared.auth.enabled() {
         tracing::warn!(
@@ -169,56 +238,22 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
             "auth is off: anyone who can reach this port can change services"
         );
     }
-    let api_total = api_services.len();
-    cfg.services.extend(api_services);
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let mut threads = Vec::with_capacity(n);
-    let (tx, rx) = std::sync::mpsc::channel();
+    let api_total = stored.api_services.len();
+    cfg.services.extend(stored.api_services);
     let total = cfg.services.len();
-    for (id, services) in partition(std::mem::take(&mut cfg.services), n)
-        .into_iter()
-        .enumerate()
-    {
-        let shared = shared.clone();
-        let tx = tx.clone();
-        let cpu = cfg.server.pin.then_some(id % cores);
-        let t = std::thread::Builder::new()
-            .name(format!("shard-{id}"))
-            .spawn(move || shard::run(id, cpu, shared, services, tx))
-            .map_err(|source| ServerError::Os {
-                what: "spawning a shard thread",
-                source,
-            })?;
-        threads.push(t);
-    }
-    drop(tx);
-    let mut failure = None;
-    for id in 0..n {
-        match rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(source)) => {
-                failure.get_or_insert(ServerError::Listen {
-                    shard: id,
-                    addr: cfg.server.listen,
-                    source,
-                });
-            }
-            Err(_) => {
-                failure.get_or_insert(ServerError::Os {
-                    what: "starting shards",
-                    source: std::io::Error::other("a shard thread exited during start"),
-                });
-            }
-        }
-    }
+    let services = partition(std::mem::take(&mut cfg.services), n);
+    let (threads, failure) =
+        spawn_shards(&shared, &cfg.server, services, stored.last_states, |_| {
+            Routes::local()
+        })?;
     let running = Running {
+        _lock: lock,
         shared,
         shards: threads,
-        writer,
+        writer: spawned.writer,
         config_path: config_path.to_path_buf(),
         listen: cfg.server.listen,
+        cluster: None,
     };
     if let Some(e) = failure {
         let _ = running.stop();
@@ -230,15 +265,68 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
         services = total,
         api_services = api_total,
         tls = cfg.server.tls.is_some(),
-        seq = info.max_seq,
+        seq = spawned.info.max_seq,
         "ringwatch listening"
     );
     Ok(running)
 }
 
+/// Starts one thread per shard with its services, their restored statuses and its routes, and
+/// waits for every shard to listen; returns the threads and the first start-up failure.
+pub(super) fn spawn_shards(
+    shared: &Arc<Shared>,
+    server: &crate::config::ServerConfig,
+    services: Vec<Vec<Arc<ServiceSpec>>>,
+    last_states: Vec<LastState>,
+    routes: impl Fn(usize) -> Routes,
+) -> Result<(Vec<JoinHandle<()>>, Option<ServerError>), ServerError> {
+    let n = services.len();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut restored = vec![Vec::new(); n];
+    for st in last_states {
+        restored[st.service_id.owner(n)].push(st);
+    }
+    let mut threads = Vec::with_capacity(n);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (id, (services, restored)) in services.into_iter().zip(restored).enumerate() {
+        let shared = shared.clone();
+        let tx = tx.clone();
+        let cpu = server.pin.then_some(id % cores);
+        let routes = routes(id);
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || shard::run(id, cpu, shared, services, restored, routes, tx))
+            .map_err(|source| ServerError::Os {
+                what: "spawning a shard thread",
+                source,
+            })?;
+        threads.push(t);
+    }
+    drop(tx);
+    let mut failure = None;
+    for id in 0..n {
+        let err = match rx.recv() {
+            Ok(Ok(())) => continue,
+            Ok(Err(source)) => ServerError::Listen {
+                shard: id,
+                addr: server.listen,
+                source,
+            },
+            Err(_) => ServerError::Os {
+                what: "starting shards",
+                source: std::io::Error::other("a shard thread exited during start"),
+            },
+        };
+        failure.get_or_insert(err);
+    }
+    Ok((threads, failure))
+}
+
 impl Running {
     /// Sends `msg(shard)` to every shard from the control ring, retrying while a ring is full.
-    fn tell_all(&self, mut msg: impl FnMut(usize) -> ShardMsg) {
+    pub(super) fn tell_all(&self, mut msg: impl FnMut(usize) -> ShardMsg) {
         let mesh = &self.shared.mesh;
         for to in 0..mesh.shards() {
             let mut m = msg(to);
@@ -269,6 +357,11 @@ impl Running {
             tracing::warn!(error = %e, "could not update the service registry");
         }
         let total = cfg.services.len();
+        if let Some(c) = &self.cluster {
+            // The registry mirror merges them with the API's services and tells the shards.
+            c.config_changed(cfg.services);
+            return Ok(total);
+        }
         let mut parts = partition(cfg.services, n);
         self.tell_all(|to| ShardMsg::ReplaceConfig(std::mem::take(&mut parts[to])));
         Ok(total)
@@ -280,6 +373,9 @@ impl Running {
         self.tell_all(|_| ShardMsg::Shutdown);
         for t in self.shards {
             let _ = t.join();
+        }
+        if let Some(c) = &self.cluster {
+            c.drain();
         }
         let written = self.shared.store.counters.written.load(Ordering::Relaxed);
         self.writer.finish()?;

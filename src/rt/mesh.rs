@@ -2,8 +2,9 @@
 //!
 //! Shards own their data and never share it behind a lock; when one shard needs another to do
 //! something (fan out an event, report its stats, adopt a service) it sends a message here.
-//! Ring `(from, to)` has exactly one producer (shard `from`) and one consumer (shard `to`); one
-//! extra ring per shard carries messages from control threads (signals, reloads).
+//! Ring `(from, to)` has exactly one producer (shard `from`) and one consumer (shard `to`); three
+//! extra rings per shard carry messages from side threads: control (signals, reloads), the
+//! storage writer (committed transitions) and the cluster transport (jobs, events).
 //!
 //! Waking is batched by construction: a sender wakes the receiver through an `AtomicWaker`,
 //! which holds a waker only while the receiver is parked. While the receiver is busy draining,
@@ -25,9 +26,16 @@ pub enum From {
     Shard(usize),
     /// A control thread (signal handler, main thread).
     Control,
+    /// The storage writer (committed transitions).
+    Store,
+    /// The cluster transport thread (jobs and events from Redis).
+    Remote,
 }
 
-/// The mesh of `n * (n + 1)` rings shared by all shards.
+/// Rings per receiving shard that do not come from a shard: `Control`, `Store`, `Remote`.
+const SIDE_ROWS: usize = 3;
+
+/// The mesh of `n * (n + SIDE_ROWS)` rings shared by all shards.
 pub struct Mesh<T> {
     shards: usize,
     rings: Vec<ArrayQueue<T>>,
@@ -39,7 +47,7 @@ impl<T: Send> Mesh<T> {
     /// Creates a mesh for `shards` shards with rings of `capacity` messages each.
     pub fn new(shards: usize, capacity: usize) -> Arc<Self> {
         let shards = shards.max(1);
-        let rings = (0..shards * (shards + 1))
+        let rings = (0..shards * (shards + SIDE_ROWS))
             .map(|_| ArrayQueue::new(capacity.max(1)))
             .collect();
         Arc::new(Mesh {
@@ -59,6 +67,8 @@ impl<T: Send> Mesh<T> {
         let row = match from {
             From::Shard(i) => i,
             From::Control => self.shards,
+            From::Store => self.shards + 1,
+            From::Remote => self.shards + 2,
         };
         &self.rings[row * self.shards + to]
     }
@@ -85,7 +95,7 @@ impl<T: Send> Mesh<T> {
     /// Moves every waiting message for shard `to` into `out`; returns how many.
     fn drain_into(&self, to: usize, out: &mut Vec<T>, max: usize) -> usize {
         let before = out.len();
-        for row in 0..=self.shards {
+        for row in 0..self.shards + SIDE_ROWS {
             let ring = &self.rings[row * self.shards + to];
             while out.len() - before < max {
                 match ring.pop() {

@@ -2,13 +2,15 @@
 //! snapshots. The shard that answers asks the others through the mesh, merges, and renders;
 //! each component renders its own families (`pipeline::stats`, `probe`, `store`, `ws`).
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::messages::ShardMsg;
 use super::Shard;
 use crate::http::HttpReject;
 use crate::metrics::{add_counts, Exposition};
-use crate::model::Status;
+use crate::model::{ServiceSpec, Status, UnixMillis};
 use crate::pipeline::stats::PipelineStats;
 use crate::probe::ProberCounters;
 use crate::rt::mesh::gather;
@@ -142,6 +144,19 @@ impl ShardStats {
     }
 }
 
+/// One service's figures for the per-service families.
+#[derive(Clone)]
+pub struct ServiceSample {
+    /// The definition (its name labels the series).
+    pub spec: Arc<ServiceSpec>,
+    /// Current status.
+    pub status: Status,
+    /// Latency of the last probe.
+    pub latency: Duration,
+    /// When the last probe ended (zero before the first).
+    pub last_probe: UnixMillis,
+}
+
 /// One shard's figures at scrape time.
 #[derive(Clone)]
 pub struct StatsSnapshot {
@@ -161,6 +176,8 @@ pub struct StatsSnapshot {
     pub prober: ProberCounters,
     /// Mesh messages refused because a ring into this shard was full.
     pub mesh_dropped: u64,
+    /// Per-service figures (empty unless `server.per_service_metrics`).
+    pub per_service: Vec<ServiceSample>,
 }
 
 impl Shard {
@@ -177,6 +194,19 @@ impl Shard {
             by_status[i] += 1;
             paused += u64::from(slot.spec().paused);
         }
+        let per_service = if self.shared.server.per_service_metrics {
+            services
+                .values()
+                .map(|slot| ServiceSample {
+                    spec: slot.spec().clone(),
+                    status: slot.health.status,
+                    latency: slot.last_latency,
+                    last_probe: slot.last_probe,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut stats = self.stats.borrow().clone();
         stats.ws = self.hub.stats.borrow().clone();
         StatsSnapshot {
@@ -188,6 +218,7 @@ impl Shard {
             inflight: self.inflight.get() as u64,
             prober: self.prober.counters(),
             mesh_dropped: self.shared.mesh.dropped(self.id),
+            per_service,
         }
     }
 
@@ -199,9 +230,18 @@ impl Shard {
         snaps.sort_by_key(|s| s.shard);
         let mut w = Exposition::default();
         self.render_process(&mut w, &snaps);
-        let merged = render_shards(&mut w, &snaps);
-        self.shared.store.render(&mut w, self.shared.seq.latest());
+        // Transition events are encoded once by the store's publisher, result events by their
+        // origin shard: the encoded count is both.
+        let published = self.shared.store.counters.published.load(Ordering::Relaxed);
+        let merged = render_shards(&mut w, &snaps, published);
+        self.shared.store.render(&mut w, self.shared.seq.get());
         merged.ws.render(&mut w, &self.shared.interest);
+        if let Some(c) = &self.shared.cluster {
+            c.render(&mut w, &c.snapshot(GATHER_WAIT).await);
+        }
+        if self.shared.server.per_service_metrics {
+            render_services(&mut w, &snaps);
+        }
         w.finish()
     }
 
@@ -247,7 +287,7 @@ impl Shard {
 
 /// Merges the shards' snapshots and renders the per-shard and merged families; returns the
 /// merged stats for the families rendered after it.
-fn render_shards(w: &mut Exposition, snaps: &[StatsSnapshot]) -> ShardStats {
+fn render_shards(w: &mut Exposition, snaps: &[StatsSnapshot], published: u64) -> ShardStats {
     let mut merged = ShardStats::default();
     let (mut services, mut paused, mut inflight, mut mesh_dropped) = ([0u64; 3], 0, 0, 0);
     let mut prober = ProberCounters::default();
@@ -259,6 +299,7 @@ fn render_shards(w: &mut Exposition, snaps: &[StatsSnapshot]) -> ShardStats {
         prober.merge(&s.prober);
         mesh_dropped += s.mesh_dropped;
     }
+    merged.pipeline.events_encoded += published;
     merged.pipeline.render(w);
     per_shard(
         w,
@@ -303,6 +344,40 @@ fn render_shards(w: &mut Exposition, snaps: &[StatsSnapshot]) -> ShardStats {
     merged
 }
 
+/// The per-service families: one series per service and family, labelled by name.
+fn render_services(w: &mut Exposition, snaps: &[StatsSnapshot]) {
+    let all = || snaps.iter().flat_map(|s| s.per_service.iter());
+    let family =
+        |w: &mut Exposition, name: &str, help: &str, value: &dyn Fn(&ServiceSample) -> f64| {
+            w.header(name, "gauge", help);
+            for s in all() {
+                w.sample(name, &[("service", &s.spec.name)], value(s));
+            }
+        };
+    family(
+        w,
+        "ringwatch_service_up",
+        "Service status: 1 up, 0 down, -1 unknown (not enough results yet).",
+        &|s| match s.status {
+            Status::Up => 1.0,
+            Status::Down => 0.0,
+            Status::Unknown => -1.0,
+        },
+    );
+    family(
+        w,
+        "ringwatch_service_latency_seconds",
+        "Total latency of the service's last probe.",
+        &|s| s.latency.as_secs_f64(),
+    );
+    family(
+        w,
+        "ringwatch_service_last_probe_timestamp_seconds",
+        "When the service's last probe ended, Unix time (0 before the first).",
+        &|s| s.last_probe.0 as f64 / 1000.0,
+    );
+}
+
 /// A family with one sample per shard.
 fn per_shard(
     w: &mut Exposition,
@@ -342,13 +417,14 @@ mod tests {
             inflight: 0,
             prober: ProberCounters::default(),
             mesh_dropped: 0,
+            per_service: Vec::new(),
         }
     }
 
     #[test]
     fn merges_shards_and_renders_text_format() {
         let mut w = Exposition::default();
-        render_shards(&mut w, &[snap(0), snap(1)]);
+        render_shards(&mut w, &[snap(0), snap(1)], 0);
         let text = w.finish();
         assert!(text.contains("ringwatch_probes_total{outcome=\"ok\"} 2\n"));
         assert!(text.contains("ringwatch_probes_total{outcome=\"timeout\"} 2\n"));

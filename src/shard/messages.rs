@@ -8,8 +8,9 @@ use futures_channel::oneshot;
 
 use super::gather::StatsSnapshot;
 use super::Shard;
-use crate::model::ServiceSpec;
+use crate::model::{ServiceId, ServiceSpec, Status, UnixMillis};
 use crate::pipeline::event::Event;
+use crate::remote::RemoteJob;
 use crate::rt::mesh::{From, Pending};
 use crate::ws::protocol::ServiceState;
 
@@ -21,6 +22,13 @@ pub enum ShardMsg {
     Stats(oneshot::Sender<StatsSnapshot>),
     /// The full set of config-defined services this shard must own now (SIGHUP reload).
     ReplaceConfig(Vec<Arc<ServiceSpec>>),
+    /// Every service this shard must know now, whatever its source (a cluster node's mirror
+    /// of the registry in PostgreSQL).
+    ReplaceAll(Vec<Arc<ServiceSpec>>),
+    /// A job from the jobs stream to probe here (cluster worker).
+    Job(RemoteJob),
+    /// A status another process decided, for this shard's view of the service.
+    Status(ServiceId, Status, UnixMillis),
     /// Stop probing, finish in-flight probes (up to the grace period) and exit.
     Shutdown,
     /// A REST operation on a service this shard owns; the answer goes back on the oneshot.
@@ -55,7 +63,10 @@ impl Shard {
             ShardMsg::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
-            ShardMsg::ReplaceConfig(specs) => self.replace_config(specs),
+            ShardMsg::ReplaceConfig(specs) => self.replace_services(specs, false),
+            ShardMsg::ReplaceAll(specs) => self.replace_services(specs, true),
+            ShardMsg::Job(job) => self.take_job(job),
+            ShardMsg::Status(id, to, at) => self.mirror_status(id, to, at),
             ShardMsg::Api(op, reply) => {
                 // Writes await the writer thread; a task keeps the mesh loop moving.
                 let me = self.clone();

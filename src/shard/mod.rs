@@ -17,6 +17,7 @@ mod accept;
 mod gather;
 mod messages;
 mod probing;
+mod remote;
 mod routes;
 mod services;
 
@@ -29,7 +30,6 @@ use std::time::Instant;
 
 use crate::config::{ServerConfig, ServiceDefaults};
 use crate::model::ServiceSpec;
-use crate::pipeline::judge::SeqCounter;
 use crate::pipeline::sched::Scheduler;
 use crate::pipeline::seam::Routes;
 use crate::probe::Prober;
@@ -38,7 +38,7 @@ use crate::rt::mesh::Mesh;
 use crate::rt::notify::Notify;
 use crate::rt::table::Table;
 use crate::store::reader::ReadPool;
-use crate::store::{RegistryHandle, StoreHandle};
+use crate::store::{LastState, LatestSeq, RegistryHandle, StoreHandle};
 use crate::ws::{self, ResultInterest};
 
 pub use gather::{FrontStats, ShardStats, StatsSnapshot};
@@ -53,8 +53,8 @@ pub struct Shared {
     pub mesh: Arc<Mesh<ShardMsg>>,
     /// Producer side of the storage writer queue.
     pub store: StoreHandle,
-    /// Global transition seq.
-    pub seq: SeqCounter,
+    /// The latest transition seq committed and published (the writer advances it).
+    pub seq: LatestSeq,
     /// DNS resolver threads.
     pub resolver: ResolverHandle,
     /// Server settings.
@@ -75,13 +75,29 @@ pub struct Shared {
     pub defaults: Arc<ServiceDefaults>,
     /// How many WebSocket clients, on all shards, want result events.
     pub interest: ResultInterest,
+    /// A cluster node's transport state (None standalone).
+    pub cluster: Option<crate::remote::ClusterHandle>,
 }
 
 impl Shared {
-    /// True when every shard listens and shutdown has not begun.
-    pub fn ready(&self) -> bool {
-        self.shards_ready.load(Ordering::Acquire) == self.mesh.shards()
-            && !self.stopping.load(Ordering::Acquire)
+    /// Ready when every shard listens, shutdown has not begun and (in a cluster) Redis
+    /// answers; otherwise the reason `/readyz` gives.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err("shutting down");
+        }
+        if self.shards_ready.load(Ordering::Acquire) != self.mesh.shards() {
+            return Err("starting");
+        }
+        if self.cluster.as_ref().is_some_and(|c| !c.redis_up()) {
+            return Err("redis unavailable");
+        }
+        // While the writer cannot write, results only buffer (then drop) and history reads
+        // fail: not fit to take traffic (docs/storage.md).
+        if !self.store.counters.up() {
+            return Err("store unavailable");
+        }
+        Ok(())
     }
 }
 
@@ -105,6 +121,11 @@ pub struct Shard {
     next_generation: Cell<u32>,
     api: crate::api::Local,
     hub: Rc<ws::Hub>,
+    /// Cluster jobs waiting for a free probe slot (at most `max_inflight`).
+    remote_queue: RefCell<std::collections::VecDeque<crate::remote::RemoteJob>>,
+    /// Plans of the definitions cluster jobs carried, by service.
+    remote_plans:
+        RefCell<std::collections::HashMap<crate::model::ServiceId, Rc<crate::probe::plan::Plan>>>,
 }
 
 impl Shard {
@@ -128,6 +149,8 @@ impl Shard {
             next_generation: Cell::new(0),
             api: crate::api::Local::default(),
             hub,
+            remote_queue: RefCell::default(),
+            remote_plans: RefCell::default(),
         })
     }
 }
@@ -140,6 +163,8 @@ pub fn run(
     cpu: Option<usize>,
     shared: Arc<Shared>,
     services: Vec<Arc<ServiceSpec>>,
+    restored: Vec<LastState>,
+    routes: Routes,
     started: std::sync::mpsc::Sender<io::Result<()>>,
 ) {
     if let Some(cpu) = cpu {
@@ -164,10 +189,11 @@ pub fn run(
             services = services.len(),
             "shard started"
         );
-        let shard = Shard::new(id, driver, shared.clone(), Routes::local());
+        let shard = Shard::new(id, driver, shared.clone(), routes);
         for spec in services {
             shard.upsert(spec);
         }
+        shard.restore(&restored);
         monoio::spawn(shard.clone().accept_loop(listener));
         monoio::spawn(shard.clone().scheduler_loop());
         monoio::spawn(shard.hub.clone().tick_loop());

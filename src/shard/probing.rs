@@ -1,5 +1,7 @@
 //! The pipeline on a shard: the scheduler loop hands due jobs to the prober, and a finished
-//! probe is observed (state machine), recorded (store) and published (fan-out).
+//! probe is observed (state machine), recorded (store) and published (fan-out). Transitions are
+//! published by the storage writer once committed (`store::Publish`); result events, which
+//! have no seq and are not stored as events, are published from here.
 //!
 //! Each step crosses a seam of `pipeline::seam` through the shard's `Routes`: standalone, all
 //! of them stay on this shard and nothing is copied or locked on the way.
@@ -10,15 +12,15 @@ use std::time::{Duration, Instant};
 
 use super::messages::ShardMsg;
 use super::Shard;
-use crate::model::{ProbeResult, Status, Transition, UnixMillis};
-use crate::pipeline::event::{Event, EventKind};
+use crate::model::{Decided, ProbeResult, UnixMillis};
+use crate::pipeline::event::Event;
 use crate::pipeline::sched::{self, Due};
-use crate::pipeline::seam::{Dispatch, Job, JobRoute, ResultRoute};
+use crate::pipeline::seam::{Dispatch, Job, JobRoute};
 use crate::pipeline::stats::Skip;
 use crate::probe::plan::Plan;
 use crate::rt::mesh::From;
-use crate::rt::table::prefetch_read;
-use crate::store::Record;
+use crate::rt::table::{prefetch_read, SlotId};
+use crate::store::TransitionRecord;
 
 /// When a probe ended: `born` on the monotonic clock (push latency is measured from it) and
 /// `now` on the wall clock (transition and result times).
@@ -88,12 +90,12 @@ impl Shard {
                 return;
             }
             debug_assert!(!slot.spec().paused);
-            let (next, skipped) = sched::next_run(
-                due.at,
-                now,
-                slot.plan.interval.get(),
-                f64::from(slot.plan.jitter),
-            );
+            // A cluster scheduler stays on the service's grid of slots: no jitter.
+            let jitter = match self.routes.jobs {
+                JobRoute::Probe => f64::from(slot.plan.jitter),
+                _ => 0.0,
+            };
+            let (next, skipped) = sched::next_run(due.at, now, slot.plan.interval.get(), jitter);
             self.sched.borrow_mut().push(Due { at: next, ..due });
             if skipped > 0 {
                 self.stats.borrow_mut().pipeline.skip(Skip::Behind, skipped);
@@ -103,6 +105,9 @@ impl Shard {
                 return;
             }
             slot.running = matches!(self.routes.jobs, JobRoute::Probe);
+            if matches!(self.routes.jobs, JobRoute::Hold) {
+                return;
+            }
             slot.plan.clone()
         };
         let job = Job {
@@ -116,16 +121,23 @@ impl Shard {
                 monoio::spawn(self.clone().run_probe(job));
             }
             JobRoute::Dispatch(out) => {
+                let (spec, interval) = (&job.plan.spec, job.plan.interval.get());
                 let lag = now.saturating_duration_since(job.planned);
-                let scheduled_at = UnixMillis(UnixMillis::now().0 - lag.as_millis() as i64);
-                let deadline =
-                    UnixMillis(scheduled_at.0 + job.plan.interval.get().as_millis() as i64);
+                let planned = UnixMillis(UnixMillis::now().0 - lag.as_millis() as i64);
+                // The clocks' mapping is off by a millisecond or two: the slot is the nearest
+                // point of the service's grid, the same on every scheduler.
+                let scheduled_at =
+                    sched::nearest_slot(planned, sched::phase(spec.id, interval), interval);
+                let deadline = UnixMillis(scheduled_at.0 + interval.as_millis() as i64);
                 out.push(Dispatch {
-                    spec: job.plan.spec.clone(),
+                    spec: spec.clone(),
                     scheduled_at,
                     deadline,
                 });
             }
+            // Nothing is planned on a holding shard; an entry from before a route change is
+            // dropped.
+            JobRoute::Hold => {}
         }
     }
 
@@ -159,12 +171,13 @@ impl Shard {
         self.finish_probe(&plan, slot, result, lag, ended);
     }
 
-    /// A finished probe crosses the prober -> judge seam: counted, then judged here (observe,
-    /// record, publish) or forwarded to remote ingest.
+    /// A finished probe of this shard's own schedule crosses the prober -> judge seam: counted,
+    /// then judged here (observe, record, publish). (A cluster worker's probes finish in
+    /// `remote`, forwarded to ingest.)
     fn finish_probe(
         &self,
         plan: &Plan,
-        at: crate::rt::table::SlotId,
+        at: SlotId,
         result: ProbeResult,
         lag: Duration,
         ended: Ended,
@@ -172,33 +185,18 @@ impl Shard {
         self.inflight.set(self.inflight.get().saturating_sub(1));
         self.probe_done.notify();
         self.count(plan, &result, lag);
-        if let ResultRoute::Forward(out) = &self.routes.results {
-            self.release(plan, at, result.timings.total);
-            out.push(result);
-            return;
-        }
-        let transition = self.observe(plan, at, &result, ended.now);
+        self.observe(plan, at, &result, ended);
         // Result events are encoded only while some client asked for them.
-        let result_event = self
-            .shared
-            .interest
-            .wanted()
-            .then(|| self.result_event(plan, &result, ended))
-            .flatten();
-        let transition_event = transition
-            .as_ref()
-            .map(|t| Event::live_transition(t, plan.spec.clone(), ended.born));
-        self.record(result, transition);
-        if let Some(e) = transition_event {
-            self.publish(e);
+        if self.shared.interest.wanted() {
+            if let Some(e) = self.result_event(plan, &result, ended) {
+                self.publish(e);
+            }
         }
-        if let Some(e) = result_event {
-            self.publish(e);
-        }
+        self.record(result);
     }
 
     /// Stats and the probe's log line.
-    fn count(&self, plan: &Plan, result: &ProbeResult, lag: Duration) {
+    pub(super) fn count(&self, plan: &Plan, result: &ProbeResult, lag: Duration) {
         let latency = result.timings.total;
         {
             let mut stats = self.stats.borrow_mut();
@@ -221,54 +219,50 @@ impl Shard {
         }
     }
 
-    /// Marks the slot's probe finished (when the slot still holds this service).
-    fn release(&self, plan: &Plan, at: crate::rt::table::SlotId, latency: Duration) {
+    /// The state machine: folds the result into the service's health. A crossed threshold
+    /// becomes a decided transition in the store's transition lane; the writer numbers,
+    /// commits and publishes it. If the lane refuses it (the store has been down for long),
+    /// the health stays as it was, so the next result decides again and nothing is lost.
+    /// The service may have been removed while its probe ran (and its slot reused by another):
+    /// then the result is kept and no state moves.
+    fn observe(&self, plan: &Plan, at: SlotId, result: &ProbeResult, ended: Ended) {
         let mut services = self.services.borrow_mut();
-        if let Some(slot) = services.at_mut(at).filter(|s| s.plan.id == plan.id) {
-            slot.running = false;
-            slot.last_latency = latency;
-        }
-    }
-
-    /// The state machine: folds the result into the service's health; a transition when a
-    /// threshold is crossed. The service may have been removed while its probe ran (and its
-    /// slot reused by another): then the result is kept and no state moves.
-    fn observe(
-        &self,
-        plan: &Plan,
-        at: crate::rt::table::SlotId,
-        result: &ProbeResult,
-        now: UnixMillis,
-    ) -> Option<Transition> {
-        let mut services = self.services.borrow_mut();
-        let slot = services.at_mut(at).filter(|s| s.plan.id == plan.id)?;
+        let Some(slot) = services.at_mut(at).filter(|s| s.plan.id == plan.id) else {
+            return;
+        };
         slot.running = false;
         slot.last_latency = result.timings.total;
-        let change = slot.health.observe(
+        slot.last_probe = ended.now;
+        let before = slot.health;
+        let Some(change) = slot.health.observe(
             result.ok(),
-            now,
+            ended.now,
             slot.plan.failure_threshold,
             slot.plan.success_threshold,
-        )?;
-        let t = Transition {
-            seq: self.shared.seq.next(),
-            service_id: plan.id,
-            service: plan.spec.name.clone(),
-            from: change.from,
-            to: change.to,
-            at: now,
-            latency: result.timings.total,
-            status_code: result.status_code,
-            error: result.error.clone(),
+        ) else {
+            return;
         };
+        let record = TransitionRecord {
+            decided: Decided {
+                service_id: plan.id,
+                service: plan.spec.name.clone(),
+                from: change.from,
+                to: change.to,
+                at: ended.now,
+                latency: result.timings.total,
+                status_code: result.status_code,
+                error: result.error.clone(),
+            },
+            spec: plan.spec.clone(),
+            born: ended.born,
+        };
+        if self.shared.store.push_transition(record).is_err() {
+            // Counted by the store handle (`ringwatch_transitions_deferred_total`).
+            slot.health = before;
+            return;
+        }
         drop(services);
         self.stats.borrow_mut().pipeline.transitions += 1;
-        if t.to == Status::Down {
-            tracing::warn!(service = %t.service, seq = t.seq, from = t.from.as_str(), to = t.to.as_str(), error = t.error.as_deref().unwrap_or(""), "service down");
-        } else {
-            tracing::info!(service = %t.service, seq = t.seq, from = t.from.as_str(), to = t.to.as_str(), "service up");
-        }
-        Some(t)
     }
 
     /// A result event for clients that asked for results (encoded once, here).
@@ -284,21 +278,15 @@ impl Shard {
         ))
     }
 
-    /// Hands the result (and the transition it caused) to the storage writer.
-    fn record(&self, result: ProbeResult, transition: Option<Transition>) {
-        if !self.shared.store.push(Record::Result(result)) {
+    /// Hands the result to the storage writer (dropped and counted when its lane is full).
+    fn record(&self, result: ProbeResult) {
+        if !self.shared.store.push_result(result) {
             self.stats.borrow_mut().pipeline.results_dropped += 1;
-        }
-        if let Some(t) = transition {
-            self.shared.store.push(Record::Transition(t));
         }
     }
 
     /// Sends an event to every other shard and delivers it locally.
     pub(super) fn publish(&self, event: Arc<Event>) {
-        if event.kind == EventKind::Transition {
-            self.stats.borrow_mut().pipeline.events_encoded += 1;
-        }
         for to in 0..self.shared.mesh.shards() {
             if to != self.id {
                 // A full ring drops the event for that shard's clients; the mesh counts it.

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::messages::ShardMsg;
@@ -40,20 +39,10 @@ impl http::Handler for Shard {
                 },
                 Err(bad) => bad,
             },
-            ("GET", "/readyz") => {
-                // The store's state counts: while the writer cannot write, results only
-                // buffer (then drop) and history reads fail, so this instance is not fit.
-                let store_up = self.shared.store.counters.up();
-                if self.shared.ready() && store_up {
-                    Response::text(200, "ready\n")
-                } else if self.shared.ready() {
-                    Response::text(503, "store unavailable\n")
-                } else if self.shared.stopping.load(Ordering::Acquire) {
-                    Response::text(503, "shutting down\n")
-                } else {
-                    Response::text(503, "starting\n")
-                }
-            }
+            ("GET", "/readyz") => match self.shared.readiness() {
+                Ok(()) => Response::text(200, "ready\n"),
+                Err(why) => Response::text(503, format!("{why}\n")),
+            },
             (_, "/metrics" | "/healthz" | "/readyz") => Response::error(
                 405,
                 "method_not_allowed",
@@ -104,7 +93,7 @@ impl Host for Shard {
     }
 
     fn latest_seq(&self) -> u64 {
-        self.shared.seq.latest()
+        self.shared.seq.get()
     }
 
     fn api_local(&self) -> &Local {
@@ -144,7 +133,7 @@ impl Feed for Shard {
     }
 
     fn latest_seq(&self) -> u64 {
-        self.shared.seq.latest()
+        self.shared.seq.get()
     }
 
     fn snapshot(&self) -> impl Future<Output = Vec<ServiceState>> {

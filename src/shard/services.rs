@@ -11,7 +11,9 @@ use crate::api::ServiceView;
 use crate::model::{round_ms, ServiceId, ServiceSpec, Source, UnixMillis};
 use crate::pipeline::judge::Health;
 use crate::pipeline::sched::{self, Due};
+use crate::pipeline::seam::JobRoute;
 use crate::probe::plan::Plan;
+use crate::store::LastState;
 use crate::ws::protocol::ServiceState;
 
 /// A service as its shard holds it.
@@ -25,6 +27,8 @@ pub(super) struct Slot {
     pub(super) running: bool,
     /// Latency of the last probe, for snapshots.
     pub(super) last_latency: Duration,
+    /// When the last probe ended (zero before the first).
+    pub(super) last_probe: UnixMillis,
 }
 
 impl Slot {
@@ -49,9 +53,9 @@ impl Shard {
                     slot.generation = slot.generation.wrapping_add(1);
                     // A paused service has no planned entry of its current generation, which
                     // is what lets `start_due` skip reading the definition.
-                    if !slot.spec().paused {
+                    if let Some(first) = self.first_run(slot.spec(), now) {
                         sched.push(Due {
-                            at: sched::first_run(now, slot.plan.interval.get()),
+                            at: first,
                             slot: at,
                             generation: slot.generation,
                         });
@@ -61,8 +65,7 @@ impl Shard {
             None => {
                 let generation = self.next_generation.get();
                 self.next_generation.set(generation.wrapping_add(1));
-                let (id, first, paused) =
-                    (spec.id, sched::first_run(now, spec.interval), spec.paused);
+                let (id, first) = (spec.id, self.first_run(&spec, now));
                 let at = services.insert(
                     id,
                     Slot {
@@ -71,9 +74,10 @@ impl Shard {
                         generation,
                         running: false,
                         last_latency: Duration::ZERO,
+                        last_probe: UnixMillis(0),
                     },
                 );
-                if !paused {
+                if let Some(first) = first {
                     sched.push(Due {
                         at: first,
                         slot: at,
@@ -87,14 +91,34 @@ impl Shard {
         self.wake_sched.notify();
     }
 
-    /// Replaces the config-defined services with `specs`; API-defined ones are untouched.
-    pub(super) fn replace_config(&self, specs: Vec<Arc<ServiceSpec>>) {
+    /// When a new or rescheduled service first runs here: None when it is not planned on this
+    /// shard (paused, or a cluster node that does not schedule). Standalone spreads first runs
+    /// over an interval; a cluster scheduler plans on the service's fixed grid of slots.
+    fn first_run(&self, spec: &ServiceSpec, now: Instant) -> Option<Instant> {
+        if spec.paused {
+            return None;
+        }
+        match self.routes.jobs {
+            JobRoute::Probe => Some(sched::first_run(now, spec.interval)),
+            JobRoute::Dispatch(_) => {
+                let unix = UnixMillis::now();
+                let slot =
+                    sched::slot_after(unix, sched::phase(spec.id, spec.interval), spec.interval);
+                Some(now + Duration::from_millis((slot.0 - unix.0).max(0) as u64))
+            }
+            JobRoute::Hold => None,
+        }
+    }
+
+    /// Replaces the config-defined services with `specs` (API-defined ones are untouched), or
+    /// with `all` every service (a cluster node mirroring the registry).
+    pub(super) fn replace_services(&self, specs: Vec<Arc<ServiceSpec>>, all: bool) {
         let keep: HashSet<ServiceId> = specs.iter().map(|s| s.id).collect();
         let removed: Vec<ServiceId> = self
             .services
             .borrow()
             .values()
-            .filter(|s| s.spec().source == Source::Config && !keep.contains(&s.plan.id))
+            .filter(|s| (all || s.spec().source == Source::Config) && !keep.contains(&s.plan.id))
             .map(|s| s.plan.id)
             .collect();
         for id in &removed {
@@ -122,8 +146,38 @@ impl Shard {
             added,
             changed,
             removed = removed.len(),
-            "config services reconciled"
+            "services reconciled"
         );
+    }
+
+    /// Gives owned services the status their latest stored transition left them in, so a
+    /// restart announces nothing that did not change.
+    pub(super) fn restore(&self, states: &[LastState]) {
+        let mut services = self.services.borrow_mut();
+        let mut restored = 0usize;
+        for st in states {
+            if let Some(at) = services.slot_of(st.service_id) {
+                if let Some(slot) = services.at_mut(at) {
+                    slot.health = Health::restored(st.status, st.since);
+                    restored += 1;
+                }
+            }
+        }
+        tracing::debug!(
+            shard = self.id,
+            restored,
+            "statuses restored from the store"
+        );
+    }
+
+    /// A cluster node's view of a status another process decided (from the events stream).
+    pub(super) fn mirror_status(&self, id: ServiceId, to: crate::model::Status, at: UnixMillis) {
+        let mut services = self.services.borrow_mut();
+        if let Some(slot) = services.slot_of(id).and_then(|at| services.at_mut(at)) {
+            if at >= slot.health.since || slot.health.status == crate::model::Status::Unknown {
+                slot.health = Health::restored(to, at);
+            }
+        }
     }
 
     /// Current state of the services this shard owns.

@@ -9,14 +9,16 @@
 //! different connections and different failure handling; neither the writer, the read pool, the
 //! API nor the WebSocket resume knows which backend is behind them.
 
+mod handle;
 mod latency;
 pub mod postgres;
 pub mod reader;
 pub mod sqlite;
 mod writer;
 
+pub use handle::{RegistryHandle, RegistryWrite, StoreHandle};
 pub use latency::AtomicLatency;
-pub use writer::{RegistryHandle, RegistryWrite, StoreHandle, Writer};
+pub use writer::{LatestSeq, Publish, Spawned, Writer, TRANSITION_LANE};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,6 +45,17 @@ pub enum StoreError {
         /// Driver message.
         reason: String,
     },
+}
+
+/// A decided transition in its lane, with what its event needs once it is numbered.
+#[derive(Debug, Clone)]
+pub struct TransitionRecord {
+    /// The change.
+    pub decided: crate::model::Decided,
+    /// The service's definition (its tags, for subscription filters).
+    pub spec: std::sync::Arc<ServiceSpec>,
+    /// When the deciding probe ended (push latency is measured from it).
+    pub born: std::time::Instant,
 }
 
 /// One record for the append-only log.
@@ -165,6 +178,42 @@ pub trait StoreReader: Send {
     /// Each service's latest transition: the status it holds and since when (restored at
     /// start, so a restart does not re-announce statuses that did not change).
     fn last_states(&self) -> Result<Vec<LastState>, StoreError>;
+    /// The largest stored transition seq (0 when none).
+    fn max_seq(&self) -> Result<u64, StoreError>;
+}
+
+/// A result arriving at cluster ingest, with what judging it needs.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    /// The result.
+    pub result: ProbeResult,
+    /// The service's name (transitions carry it).
+    pub service: String,
+    /// Consecutive failures before DOWN.
+    pub failure_threshold: std::num::NonZeroU32,
+    /// Consecutive successes before UP.
+    pub success_threshold: std::num::NonZeroU32,
+}
+
+/// What one ingest transaction did.
+#[derive(Debug, Default)]
+pub struct IngestOutcome {
+    /// Results stored by it (the others were already stored).
+    pub new_rows: usize,
+    /// Transitions it committed, in seq order.
+    pub transitions: Vec<Transition>,
+}
+
+/// Cluster ingest's side of a backend: many processes store and judge results concurrently,
+/// so storing a batch and deciding its transitions must be one transaction.
+pub trait IngestStore: Send {
+    /// Inserts `batch` (rows already stored are ignored, so a redelivered result changes
+    /// nothing), runs the state machine (`pipeline::judge`) over the new rows of each service
+    /// in `scheduled_at` order with the service's state row locked (a result older than the
+    /// last one applied is stored but moves nothing), appends the transitions it decides,
+    /// numbered from the shared counter row in the same transaction (so seq is gap-free and in
+    /// commit order), and commits.
+    fn ingest(&mut self, batch: &[Ingested]) -> Result<IngestOutcome, StoreError>;
 }
 
 /// A service's status as its latest stored transition left it.
@@ -194,8 +243,12 @@ pub struct Pruned {
 pub struct StoreCounters {
     /// Records accepted into the queue.
     pub enqueued: AtomicU64,
-    /// Records dropped because the queue was full (or the writer was gone).
+    /// Results dropped because their lane was full (or the writer was gone).
     pub dropped: AtomicU64,
+    /// Transitions refused because their lane was full (the shard deferred the change).
+    pub deferred: AtomicU64,
+    /// Transitions committed and handed to the fan-out (each encoded once).
+    pub published: AtomicU64,
     /// Records committed (duplicates ignored by the store included).
     pub written: AtomicU64,
     /// Append attempts that failed (each retry of a batch counts once).
@@ -301,6 +354,23 @@ pub fn migrate(cfg: &StorageConfig) -> Result<String, StoreError> {
                 r.version
             ))
         }
+    }
+}
+
+/// Opens cluster ingest's side of the backend named by the config (PostgreSQL only: SQLite
+/// serves one process).
+pub fn open_ingest(cfg: &StorageConfig) -> Result<Box<dyn IngestStore>, StoreError> {
+    match &cfg.kind {
+        StorageKind::Sqlite { path } => Err(StoreError::Open {
+            what: path.display().to_string(),
+            reason: "cluster ingest needs storage.kind: postgres".into(),
+        }),
+        // The schema has what it needs (service_state, seq_counter); the transaction that
+        // judges and numbers is the next issue's.
+        StorageKind::Postgres(pg) => Err(StoreError::Open {
+            what: pg.redacted_url(),
+            reason: "cluster ingest on postgres is not built yet".into(),
+        }),
     }
 }
 

@@ -323,7 +323,7 @@ fn batching_writes_all_ten_thousand() {
     let (w, h, _) = Writer::spawn(Box::new(store), &c).unwrap();
     let sid = ServiceId::from_name("bulk");
     for i in 0..10_000 {
-        assert!(h.push(Record::Result(result(sid, i))));
+        assert!(h.push_result(result(sid, i)));
     }
     w.finish().unwrap();
     assert_eq!(h.counters.enqueued.load(Ordering::Relaxed), 10_000);
@@ -334,7 +334,7 @@ fn batching_writes_all_ten_thousand() {
     assert!(sizes.iter().all(|&n| n <= 256), "batch over batch_size");
     assert_eq!(sqlite(&path).count_results(sid).unwrap(), 10_000);
     // After finish the queue is gone: a late push is dropped and counted, never blocks.
-    assert!(!h.push(Record::Result(result(sid, 99_999))));
+    assert!(!h.push_result(result(sid, 99_999)));
     assert_eq!(h.counters.dropped.load(Ordering::Relaxed), 1);
 }
 
@@ -355,12 +355,12 @@ fn finish_drains_everything_queued() {
     let sid = ServiceId::from_name("drain");
     // A full batch (100) is committed at once, without waiting for the flush interval.
     for i in 0..100 {
-        assert!(h.push(Record::Result(result(sid, i))));
+        assert!(h.push_result(result(sid, i)));
     }
     entered_rx.recv_timeout(Duration::from_secs(5)).unwrap();
     // The writer is stuck in its first append: everything below waits in the queue.
     for i in 100..4000 {
-        assert!(h.push(Record::Result(result(sid, i))));
+        assert!(h.push_result(result(sid, i)));
     }
     assert!(h.queue_depth() >= 3900);
     assert_eq!(h.queue_capacity(), 5000);
@@ -379,7 +379,7 @@ fn finish_is_prompt_when_idle() {
     let c = cfg(&path, 16, 16, Duration::from_secs(3600));
     let (w, h, _) = Writer::spawn(Box::new(sqlite(&path)), &c).unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    assert!(h.push(Record::Result(result(ServiceId::from_name("x"), 1))));
+    assert!(h.push_result(result(ServiceId::from_name("x"), 1)));
     let t0 = Instant::now();
     w.finish().unwrap();
     assert!(t0.elapsed() < Duration::from_secs(2));
@@ -405,12 +405,12 @@ fn full_queue_drops_and_counts() {
     let c = cfg(&path, 10, 4, Duration::from_millis(5));
     let (w, h, _) = Writer::spawn(Box::new(store), &c).unwrap();
     let sid = ServiceId::from_name("full");
-    assert!(h.push(Record::Result(result(sid, 0))));
+    assert!(h.push_result(result(sid, 0)));
     entered_rx.recv_timeout(Duration::from_secs(5)).unwrap();
     let mut accepted = 1u64;
     let mut refused = 0u64;
     for i in 1..=100 {
-        if h.push(Record::Result(result(sid, i))) {
+        if h.push_result(result(sid, i)) {
             accepted += 1;
         } else {
             refused += 1;
@@ -436,7 +436,7 @@ fn failed_appends_are_retried_without_loss() {
     let (w, h, _) = Writer::spawn_tuned(Box::new(store), &c, fast()).unwrap();
     let sid = ServiceId::from_name("flaky");
     for i in 0..200 {
-        assert!(h.push(Record::Result(result(sid, i))));
+        assert!(h.push_result(result(sid, i)));
     }
     // Wait for the recovery before finishing, so the retries happen in normal running.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -472,7 +472,7 @@ fn a_failing_store_reads_down_until_the_next_commit() {
     };
     let (w, h, _) = Writer::spawn_tuned(Box::new(store), &c, tuning).unwrap();
     assert!(h.counters.up(), "up before any batch");
-    assert!(h.push(Record::Result(result(ServiceId::from_name("d"), 1))));
+    assert!(h.push_result(result(ServiceId::from_name("d"), 1)));
     let deadline = Instant::now() + Duration::from_secs(5);
     while h.counters.failed_batches.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
@@ -509,7 +509,7 @@ fn failing_store_at_shutdown_gives_up_after_budget() {
     let (w, h, _) = Writer::spawn_tuned(Box::new(store), &c, fast()).unwrap();
     let sid = ServiceId::from_name("down");
     for i in 0..30 {
-        assert!(h.push(Record::Result(result(sid, i))));
+        assert!(h.push_result(result(sid, i)));
     }
     let t0 = Instant::now();
     let err = w.finish().unwrap_err();
@@ -570,20 +570,25 @@ fn retention_deletes_old_rows_only() {
 }
 
 #[test]
-fn retention_keeps_newest_transition_for_max_seq() {
+fn retention_keeps_each_services_newest_transition() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rw.db");
     let mut s = sqlite(&path);
-    let sid = ServiceId::from_name("a");
+    let (a, b) = (ServiceId::from_name("a"), ServiceId::from_name("b"));
     let recs: Vec<Record> = (1..=4)
-        .map(|q| Record::Transition(transition(q, sid, q as i64)))
+        .map(|q| Record::Transition(transition(q, a, q as i64)))
+        .chain((5..=6).map(|q| Record::Transition(transition(q, b, q as i64))))
         .collect();
     s.append(&recs).unwrap();
     while !s.prune(UnixMillis::now(), 100).unwrap().done {}
     drop(s);
     let mut s = sqlite(&path);
-    assert_eq!(s.open_info().unwrap().max_seq, 4);
-    assert_eq!(s.count_transitions().unwrap(), 1);
+    // The newest keeps max_seq; every service keeps the status it last changed to.
+    assert_eq!(s.open_info().unwrap().max_seq, 6);
+    assert_eq!(s.count_transitions().unwrap(), 2);
+    let mut last: Vec<u64> = s.last_states().unwrap().iter().map(|l| l.seq).collect();
+    last.sort_unstable();
+    assert_eq!(last, vec![4, 6]);
 }
 
 /// Each service's latest transition survives retention (its status is restored from it at
@@ -632,11 +637,11 @@ fn writer_runs_retention() {
     let reader = SqliteStore::open_read_only(&path).unwrap();
     // The one recent record this test adds; pushed before the loop because retention may
     // finish before the loop's first count, and then the loop body never runs.
-    assert!(h.push(Record::Result(result(sid, now + 1))));
+    assert!(h.push_result(result(sid, now + 1)));
     let deadline = Instant::now() + Duration::from_secs(5);
     while reader.count_results(sid).unwrap() > 6 && Instant::now() < deadline {
         // Keep batches flowing too: retention steps interleave with them.
-        h.push(Record::Result(result(sid, now + 1)));
+        h.push_result(result(sid, now + 1));
         std::thread::sleep(Duration::from_millis(10));
     }
     w.finish().unwrap();
@@ -808,7 +813,7 @@ fn throughput() {
     let t0 = Instant::now();
     for i in 0..n {
         let sid = ServiceId::from_name(&format!("s{}", i % 1000));
-        while !h.push(Record::Result(result(sid, i))) {
+        while !h.push_result(result(sid, i)) {
             std::thread::yield_now();
         }
     }
@@ -847,7 +852,7 @@ fn a_partial_batch_waits_for_the_flush_interval_then_commits() {
     let c = cfg(&path, 1000, 100, Duration::from_secs(2));
     let (w, h, _) = Writer::spawn(Box::new(sqlite(&path)), &c).unwrap();
     let sid = ServiceId::from_name("gather");
-    assert!(h.push(Record::Result(result(sid, 0))));
+    assert!(h.push_result(result(sid, 0)));
     // Not committed record by record: the batch keeps filling until the interval ends.
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(sqlite(&path).count_results(sid).unwrap(), 0);
@@ -881,4 +886,154 @@ fn last_states_are_each_services_latest_transition() {
             .collect::<Vec<_>>(),
         vec![(b, Status::Up, 20, 2), (a, Status::Down, 30, 3)]
     );
+}
+
+/// Collects what the writer publishes, with the store's row count at publish time.
+struct Collect {
+    path: std::path::PathBuf,
+    out: Sender<(u64, u64)>,
+}
+
+impl Publish for Collect {
+    fn transition(&mut self, t: &Transition, _spec: &Arc<ServiceSpec>, _born: Instant) {
+        // Reading the store from here proves the transition was committed before publishing.
+        let stored = sqlite(&self.path).count_transitions().unwrap();
+        let _ = self.out.send((t.seq, stored));
+    }
+}
+
+fn decided(sid: ServiceId, at: i64) -> TransitionRecord {
+    let t = transition(0, sid, at);
+    TransitionRecord {
+        decided: crate::model::Decided {
+            service_id: t.service_id,
+            service: t.service,
+            from: t.from,
+            to: t.to,
+            at: t.at,
+            latency: t.latency,
+            status_code: t.status_code,
+            error: t.error,
+        },
+        spec: Arc::new(spec("svc", Source::Config)),
+        born: Instant::now(),
+    }
+}
+
+#[test]
+fn transitions_are_numbered_after_the_stored_maximum_committed_then_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tr.db");
+    {
+        let mut s = sqlite(&path);
+        s.open_info().unwrap();
+        s.append(&[Record::Transition(transition(
+            41,
+            ServiceId::from_name("old"),
+            1,
+        ))])
+        .unwrap();
+    }
+    let (tx, rx) = bounded(16);
+    let publish = Box::new(Collect {
+        path: path.clone(),
+        out: tx,
+    });
+    // A long flush interval: transitions must not wait for a results batch to fill.
+    let c = cfg(&path, 100, 100, Duration::from_secs(30));
+    let sp = Writer::start(Box::new(sqlite(&path)), &c, fast(), publish).unwrap();
+    assert_eq!(sp.latest.get(), 41);
+    let sid = ServiceId::from_name("a");
+    assert!(sp.handle.push_result(result(sid, 1)));
+    for at in 0..3 {
+        assert!(sp.handle.push_transition(decided(sid, at)).is_ok());
+    }
+    let got: Vec<(u64, u64)> = (0..3)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(2))
+                .expect("published promptly")
+        })
+        .collect();
+    // Gap-free after the stored maximum, each already in the store when published.
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        vec![42, 43, 44]
+    );
+    // One row was there before: seq 42 is the 2nd row, and so on.
+    assert!(
+        got.iter().all(|(seq, stored)| *stored >= seq - 40),
+        "{got:?}"
+    );
+    assert_eq!(sp.latest.get(), 44);
+    sp.writer.finish().unwrap();
+    let r = sqlite(&path);
+    assert_eq!(r.count_transitions().unwrap(), 4);
+    assert_eq!(r.count_results(sid).unwrap(), 1);
+}
+
+#[test]
+fn a_full_results_lane_never_costs_a_transition() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.db");
+    let (gate_tx, gate_rx) = bounded::<()>(0);
+    let (entered_tx, entered_rx) = bounded(1);
+    let store = GatedStore {
+        inner: sqlite(&path),
+        gate: gate_rx,
+        entered: entered_tx,
+    };
+    let c = cfg(&path, 4, 4, Duration::from_millis(5));
+    let (w, h, _) = Writer::spawn(Box::new(store), &c).unwrap();
+    let sid = ServiceId::from_name("flap");
+    assert!(h.push_result(result(sid, 0)));
+    entered_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    // The writer is held in a commit: results overflow their lane, transitions queue.
+    let mut dropped = 0;
+    for i in 1..=50 {
+        if !h.push_result(result(sid, i)) {
+            dropped += 1;
+        }
+        assert!(h.push_transition(decided(sid, i)).is_ok());
+    }
+    assert!(dropped > 0);
+    drop(gate_tx);
+    w.finish().unwrap();
+    let r = sqlite(&path);
+    assert_eq!(r.count_transitions().unwrap(), 50);
+    let seqs: Vec<u64> = r
+        .transitions_since(0, 100)
+        .unwrap()
+        .iter()
+        .map(|t| t.seq)
+        .collect();
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    assert_eq!(h.counters.dropped.load(Ordering::Relaxed), dropped);
+    assert_eq!(h.counters.deferred.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_full_transition_lane_hands_the_transition_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lane.db");
+    let (gate_tx, gate_rx) = bounded::<()>(0);
+    let (entered_tx, entered_rx) = bounded(1);
+    let store = GatedStore {
+        inner: sqlite(&path),
+        gate: gate_rx,
+        entered: entered_tx,
+    };
+    let c = cfg(&path, 4, 4, Duration::from_millis(5));
+    let (w, h, _) = Writer::spawn(Box::new(store), &c).unwrap();
+    let sid = ServiceId::from_name("stuck");
+    assert!(h.push_transition(decided(sid, 0)).is_ok());
+    entered_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let mut accepted = 1;
+    while h.push_transition(decided(sid, accepted)).is_ok() {
+        accepted += 1;
+    }
+    assert_eq!(accepted as usize, super::TRANSITION_LANE + 1);
+    assert_eq!(h.counters.deferred.load(Ordering::Relaxed), 1);
+    drop(gate_tx);
+    w.finish().unwrap();
+    assert_eq!(sqlite(&path).count_transitions().unwrap(), accepted as u64);
 }

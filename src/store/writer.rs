@@ -1,9 +1,12 @@
-//! The storage writer thread and the shards' producer handle.
+//! The storage writer thread: one owner of the store's write side, fed by the shards' lanes.
 //!
-//! Shards `push` into a bounded crossbeam channel (never blocking; full = dropped and counted).
-//! One writer thread drains it into the `Store`, one transaction per batch. A failing store
-//! keeps the batch in hand and retries with capped backoff while the queue absorbs (then
-//! drops) new records. `Writer::finish` drains everything accepted before it was called.
+//! Results arrive in a bounded lane and are committed in large batches (one transaction per
+//! batch, filled for up to `flush_interval`). Decided transitions arrive in their own lane and
+//! preempt that: the writer numbers them (seq continues after the stored maximum, in commit
+//! order, so seq is gap-free), commits them at once, and only then publishes them to the
+//! fan-out. A client therefore never sees a transition the store does not hold, and after a
+//! crash no seq a client saw can be handed to another transition. A failing store keeps the
+//! batch in hand and retries with capped backoff; `Writer::finish` drains everything accepted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,15 +15,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use super::{Record, StoreCounters, StoreError, StoreInfo, StoreWriter};
+use super::handle::{RegistryHandle, RegistryWrite, StoreHandle};
+use super::{Record, StoreCounters, StoreError, StoreInfo, StoreWriter, TransitionRecord};
 use crate::config::StorageConfig;
-use crate::model::{ServiceSpec, UnixMillis};
+use crate::model::{ProbeResult, ServiceSpec, Transition, UnixMillis};
 
-/// Minimum gap between two "queue full" warnings, so a flood of drops logs once per window.
-const DROP_WARN_EVERY: Duration = Duration::from_secs(10);
 /// How often a filling batch looks at the queue: often enough to notice a full batch soon,
 /// rarely enough to cost nothing.
 const GATHER_STEP: Duration = Duration::from_millis(20);
+
+/// Decided transitions waiting for a commit, at most. Past it the lane refuses and shards
+/// defer the change (see `handle`); the slots are allocated up front, so it is kept modest.
+pub const TRANSITION_LANE: usize = 16_384;
 
 /// Knobs of the writer loop that the config does not expose; tests shorten them.
 #[derive(Debug, Clone, Copy)]
@@ -49,143 +55,6 @@ impl Default for Tuning {
     }
 }
 
-/// Rate limiter for the "queue full" warning, shared by all clones of a handle.
-#[derive(Debug)]
-struct DropWarn {
-    /// Reference point for `last`.
-    start: Instant,
-    /// Milliseconds after `start` of the last warning plus one (0 = never warned).
-    last: AtomicU64,
-}
-
-/// Cloneable, `Send` producer side of the writer queue; `push` never blocks.
-#[derive(Clone)]
-pub struct StoreHandle {
-    /// Shared counters.
-    pub counters: Arc<StoreCounters>,
-    tx: Sender<Record>,
-    capacity: usize,
-    warn: Arc<DropWarn>,
-}
-
-impl std::fmt::Debug for StoreHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreHandle")
-            .field("depth", &self.tx.len())
-            .field("capacity", &self.capacity)
-            .finish_non_exhaustive()
-    }
-}
-
-impl StoreHandle {
-    /// Queues a record for the writer; when the queue is full the record is dropped, counted,
-    /// and `false` returned. Never blocks, never allocates beyond the record itself.
-    pub fn push(&self, rec: Record) -> bool {
-        match self.tx.try_send(rec) {
-            Ok(()) => {
-                self.counters.enqueued.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            // Full, or the writer is gone (after finish): either way the record is lost here.
-            Err(_) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                self.warn_dropped();
-                false
-            }
-        }
-    }
-
-    /// Records waiting for the writer.
-    pub fn queue_depth(&self) -> usize {
-        self.tx.len()
-    }
-
-    /// The queue bound.
-    pub fn queue_capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// The store's families; `seq` is the latest transition seq.
-    pub fn render(&self, w: &mut crate::metrics::Exposition, seq: u64) {
-        let c = &self.counters;
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-        w.single(
-            "ringwatch_transition_seq",
-            "gauge",
-            "Latest global transition sequence number.",
-            seq as f64,
-        );
-        let gauges = [
-            (
-                "ringwatch_store_queue_depth",
-                "Records waiting for the storage writer.",
-                self.queue_depth() as f64,
-            ),
-            (
-                "ringwatch_store_queue_capacity",
-                "Bound of the storage writer queue.",
-                self.capacity as f64,
-            ),
-        ];
-        for (name, help, v) in gauges {
-            w.single(name, "gauge", help, v);
-        }
-        let counters = [
-            (
-                "ringwatch_store_written_total",
-                "Records committed to the store.",
-                load(&c.written),
-            ),
-            (
-                "ringwatch_store_dropped_total",
-                "Records (results and transitions) dropped because the writer queue was full.",
-                load(&c.dropped),
-            ),
-            (
-                "ringwatch_store_failed_batches_total",
-                "Store batches that failed to commit (and were retried).",
-                load(&c.failed_batches),
-            ),
-            (
-                "ringwatch_store_abandoned_total",
-                "Records given up at shutdown because the store stayed down.",
-                load(&c.abandoned),
-            ),
-            (
-                "ringwatch_store_pruned_total",
-                "Rows deleted by retention.",
-                load(&c.pruned),
-            ),
-        ];
-        for (name, help, v) in counters {
-            w.single(name, "counter", help, v);
-        }
-        c.render_backend(w);
-    }
-
-    /// Logs at most one warning per `DROP_WARN_EVERY` across all shards.
-    fn warn_dropped(&self) {
-        let now = self.warn.start.elapsed().as_millis() as u64 + 1;
-        let last = self.warn.last.load(Ordering::Relaxed);
-        if last != 0 && now < last + DROP_WARN_EVERY.as_millis() as u64 {
-            return;
-        }
-        // Only the shard that wins the exchange logs.
-        if self
-            .warn
-            .last
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-        {
-            tracing::warn!(
-                dropped_total = self.counters.dropped.load(Ordering::Relaxed),
-                capacity = self.capacity,
-                "store queue full or writer stopped; dropping records"
-            );
-        }
-    }
-}
-
 /// The writer thread; `finish` drains the queue completely and joins it.
 pub struct Writer {
     thread: Option<JoinHandle<Result<(), StoreError>>>,
@@ -197,7 +66,7 @@ pub struct Writer {
 }
 
 /// A request to the writer thread, answered on its reply channel.
-enum Command {
+pub(super) enum Command {
     /// Run `Store::sync_services` with this set.
     Sync(Vec<ServiceSpec>, Sender<Result<(), StoreError>>),
     /// A registry change made over the API; the reply is awaited on a shard.
@@ -205,41 +74,6 @@ enum Command {
         RegistryWrite,
         futures_channel::oneshot::Sender<Result<(), StoreError>>,
     ),
-}
-
-/// A change to one API-defined service's registry row.
-#[derive(Debug, Clone)]
-pub enum RegistryWrite {
-    /// Insert or replace the row (`source = 'api'`).
-    Upsert(std::sync::Arc<ServiceSpec>),
-    /// Mark the row deleted; results stay.
-    Delete(crate::model::ServiceId),
-}
-
-/// Cloneable, `Send` handle for API registry writes; usable from a shard without blocking.
-#[derive(Clone)]
-pub struct RegistryHandle {
-    ctrl: Sender<Command>,
-}
-
-impl RegistryHandle {
-    /// Queues `w` for the writer thread and awaits its commit. A full control queue fails at
-    /// once (the caller answers 503) rather than block the shard.
-    pub async fn write(&self, w: RegistryWrite) -> Result<(), StoreError> {
-        let (tx, rx) = futures_channel::oneshot::channel();
-        self.ctrl
-            .try_send(Command::Api(w, tx))
-            .map_err(|_| StoreError::Io {
-                op: "registry write",
-                reason: "store writer busy or stopped; try again".into(),
-            })?;
-        rx.await.unwrap_or_else(|_| {
-            Err(StoreError::Io {
-                op: "registry write",
-                reason: "store writer stopped".into(),
-            })
-        })
-    }
 }
 
 impl std::fmt::Debug for Writer {
@@ -250,9 +84,56 @@ impl std::fmt::Debug for Writer {
     }
 }
 
+/// Where committed transitions go next: the fan-out. The store knows nothing of shards or
+/// clients; whoever spawns the writer says what publishing means (standalone: encode once and
+/// hand to every shard through the mesh).
+pub trait Publish: Send {
+    /// One committed transition, with the definition (for tag filters) and the time its
+    /// deciding probe ended (push latency is measured from it).
+    fn transition(&mut self, t: &Transition, spec: &Arc<ServiceSpec>, born: Instant);
+    /// The end of a committed batch: wake the receivers once.
+    fn flush(&mut self) {}
+}
+
+/// Publishes nowhere (tools and tests that only store).
+struct Nowhere;
+
+impl Publish for Nowhere {
+    fn transition(&mut self, _: &Transition, _: &Arc<ServiceSpec>, _: Instant) {}
+}
+
+/// The latest seq committed and published: what `hello`, `subscribed` and the API report.
+/// Written by the writer after each publish, read by any shard.
+#[derive(Clone, Debug, Default)]
+pub struct LatestSeq(Arc<AtomicU64>);
+
+impl LatestSeq {
+    /// The latest published seq (0 when none).
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Advances it (the writer after a publish; a cluster node's events reader).
+    pub fn set(&self, seq: u64) {
+        self.0.store(seq, Ordering::Release);
+    }
+}
+
+/// What `Writer::spawn` returns: the writer, the shards' handle, the latest seq, and what the
+/// store held at start.
+pub struct Spawned {
+    /// The writer thread.
+    pub writer: Writer,
+    /// The shards' lanes.
+    pub handle: StoreHandle,
+    /// The latest committed and published seq.
+    pub latest: LatestSeq,
+    /// What the store held at start.
+    pub info: StoreInfo,
+}
+
 impl Writer {
-    /// Opens the store on a new writer thread, returning the writer, the producer handle and
-    /// what the store holds (max seq).
+    /// Opens the store on a new writer thread that publishes nowhere (tools, tests).
     pub fn spawn(
         store: Box<dyn StoreWriter>,
         cfg: &StorageConfig,
@@ -262,26 +143,55 @@ impl Writer {
 
     /// `spawn` with explicit loop knobs.
     pub(crate) fn spawn_tuned(
-        mut store: Box<dyn StoreWriter>,
+        store: Box<dyn StoreWriter>,
         cfg: &StorageConfig,
         tuning: Tuning,
     ) -> Result<(Writer, StoreHandle, StoreInfo), StoreError> {
+        let s = Self::start(store, cfg, tuning, Box::new(Nowhere))?;
+        Ok((s.writer, s.handle, s.info))
+    }
+
+    /// Opens the store on a new writer thread that hands every committed transition to
+    /// `publish`.
+    pub fn spawn_publishing(
+        store: Box<dyn StoreWriter>,
+        cfg: &StorageConfig,
+        publish: Box<dyn Publish>,
+    ) -> Result<Spawned, StoreError> {
+        Self::start(store, cfg, Tuning::default(), publish)
+    }
+
+    /// `spawn_publishing` with explicit loop knobs.
+    pub(crate) fn start(
+        mut store: Box<dyn StoreWriter>,
+        cfg: &StorageConfig,
+        tuning: Tuning,
+        publish: Box<dyn Publish>,
+    ) -> Result<Spawned, StoreError> {
         // A zero-capacity crossbeam channel is a rendezvous: try_send would nearly always fail.
         let capacity = cfg.queue_capacity.max(1);
         let (tx, rx) = bounded(capacity);
+        let (ttx, trx) = bounded(TRANSITION_LANE);
         let (stop_tx, stop_rx) = bounded::<()>(0);
         let (ctrl_tx, ctrl_rx) = bounded::<Command>(256);
         let (ready_tx, ready_rx) = bounded::<Result<StoreInfo, StoreError>>(1);
         let counters = Arc::new(StoreCounters::default());
         store.attach(counters.clone());
-        let mut run = Run {
+        let latest = LatestSeq::default();
+        let run = Run {
             rx,
+            trx,
             stop_rx,
             ctrl_rx,
             counters: counters.clone(),
+            publish,
+            latest: latest.clone(),
+            next_seq: 1,
+            decided: Vec::new(),
             batch_size: cfg.batch_size.max(1),
             // A zero wait would spin the thread while idle.
             flush_interval: cfg.flush_interval.max(Duration::from_millis(1)),
+            batch_deadline: None,
             retention: cfg.retention,
             tuning,
             stopped_at: None,
@@ -290,42 +200,22 @@ impl Writer {
         };
         let thread = std::thread::Builder::new()
             .name("ringwatch-store".into())
-            .spawn(move || {
-                // The store is opened (migrated) on its own thread so the first query never
-                // runs on the caller's.
-                match store.open_info() {
-                    Ok(info) => {
-                        let _ = ready_tx.send(Ok(info));
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return Ok(());
-                    }
-                }
-                run.run(store.as_mut())
-            })
+            .spawn(move || run.open_and_run(store.as_mut(), ready_tx))
             .map_err(|e| StoreError::Io {
                 op: "spawn writer thread",
                 reason: e.to_string(),
             })?;
         match ready_rx.recv() {
-            Ok(Ok(info)) => {
-                let handle = StoreHandle {
-                    counters,
-                    tx,
-                    capacity,
-                    warn: Arc::new(DropWarn {
-                        start: Instant::now(),
-                        last: AtomicU64::new(0),
-                    }),
-                };
-                let writer = Writer {
+            Ok(Ok(info)) => Ok(Spawned {
+                writer: Writer {
                     thread: Some(thread),
                     stop: Some(stop_tx),
                     ctrl: ctrl_tx,
-                };
-                Ok((writer, handle, info))
-            }
+                },
+                handle: StoreHandle::new(counters, tx, ttx, capacity),
+                latest,
+                info,
+            }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -399,12 +289,21 @@ impl Drop for Writer {
 
 /// State of the writer loop.
 struct Run {
-    rx: Receiver<Record>,
+    rx: Receiver<ProbeResult>,
+    trx: Receiver<TransitionRecord>,
     stop_rx: Receiver<()>,
     ctrl_rx: Receiver<Command>,
     counters: Arc<StoreCounters>,
+    publish: Box<dyn Publish>,
+    latest: LatestSeq,
+    /// The seq the next committed transition gets.
+    next_seq: u64,
+    /// Transitions taken from their lane, waiting for their commit.
+    decided: Vec<TransitionRecord>,
     batch_size: usize,
     flush_interval: Duration,
+    /// When the results batch being filled must be committed.
+    batch_deadline: Option<Instant>,
     retention: Option<Duration>,
     tuning: Tuning,
     /// When the stop signal arrived; from then on the loop drains and exits.
@@ -416,53 +315,102 @@ struct Run {
 }
 
 impl Run {
+    /// Opens (migrates) the store on this thread, so the first query never runs on the
+    /// caller's, reports what it holds on `ready`, then runs the loop.
+    fn open_and_run(
+        mut self,
+        store: &mut dyn StoreWriter,
+        ready: Sender<Result<StoreInfo, StoreError>>,
+    ) -> Result<(), StoreError> {
+        match store.open_info() {
+            Ok(info) => {
+                self.next_seq = info.max_seq + 1;
+                self.latest.set(info.max_seq);
+                let _ = ready.send(Ok(info));
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return Ok(());
+            }
+        }
+        self.run(store)
+    }
+
     fn run(&mut self, store: &mut dyn StoreWriter) -> Result<(), StoreError> {
         let mut batch: Vec<Record> = Vec::with_capacity(self.batch_size);
         loop {
-            if self.stopped_at.is_none() {
-                self.prune_step(store);
-                // While a retention pass runs, only peek at the queue between its steps.
-                let wait = if self.prune_cutoff.is_some() {
-                    Duration::ZERO
-                } else {
-                    self.flush_interval
-                };
-                select! {
-                    recv(self.rx) -> msg => match msg {
-                        Ok(rec) => batch.push(rec),
-                        // Every handle is gone: nothing more can arrive.
-                        Err(_) => self.stop(),
-                    },
-                    recv(self.stop_rx) -> _ => self.stop(),
-                    recv(self.ctrl_rx) -> cmd => {
-                        if let Ok(cmd) = cmd {
-                            Self::control(store, cmd);
-                        }
-                    },
-                    default(wait) => {}
-                }
+            if self.stopped_at.is_none() && batch.is_empty() && self.trx.is_empty() {
+                self.idle(store, &mut batch);
+            }
+            if !batch.is_empty() && self.batch_deadline.is_none() {
+                self.batch_deadline = Some(Instant::now() + self.flush_interval);
             }
             self.gather(store, &mut batch);
-            if batch.is_empty() {
-                if self.stopped_at.is_some() {
-                    return Ok(());
-                }
-                continue;
+            // Transitions never wait behind a filling results batch.
+            self.commit_transitions(store)?;
+            if !batch.is_empty() && self.batch_due(&batch) {
+                self.commit(store, &batch)?;
+                batch.clear();
+                self.batch_deadline = None;
             }
-            self.commit(store, &mut batch)?;
+            if self.stopped_at.is_some()
+                && batch.is_empty()
+                && self.rx.is_empty()
+                && self.trx.is_empty()
+            {
+                return Ok(());
+            }
         }
     }
 
-    /// Lets a started batch fill for up to `flush_interval` (or until `batch_size`), then
-    /// returns. It deliberately does not block on the record queue meanwhile: a blocked
-    /// receiver turns every push into a futex wake on the pushing shard, and committing each
-    /// record as it arrives costs several times more per row than one large commit.
+    /// Waits (for at most `flush_interval`) for the first record, a command or the stop
+    /// signal, running retention steps while nothing else is due.
+    fn idle(&mut self, store: &mut dyn StoreWriter, batch: &mut Vec<Record>) {
+        self.prune_step(store);
+        // While a retention pass runs, only peek at the lanes between its steps.
+        let wait = if self.prune_cutoff.is_some() {
+            Duration::ZERO
+        } else {
+            self.flush_interval
+        };
+        select! {
+            recv(self.rx) -> msg => match msg {
+                Ok(r) => batch.push(Record::Result(r)),
+                // Every handle is gone: nothing more can arrive.
+                Err(_) => self.stop(),
+            },
+            recv(self.trx) -> msg => {
+                if let Ok(t) = msg {
+                    self.decided.push(t);
+                }
+            },
+            recv(self.stop_rx) -> _ => self.stop(),
+            recv(self.ctrl_rx) -> cmd => {
+                if let Ok(cmd) = cmd {
+                    Self::control(store, cmd);
+                }
+            },
+            default(wait) => {}
+        }
+    }
+
+    /// True when the results batch must be committed now.
+    fn batch_due(&self, batch: &[Record]) -> bool {
+        batch.len() >= self.batch_size
+            || self.stopped_at.is_some()
+            || self.prune_cutoff.is_some()
+            || self.batch_deadline.is_none_or(|d| Instant::now() >= d)
+    }
+
+    /// Lets a started batch fill until it is due, returning early when a transition arrives.
+    /// It deliberately does not block on the results lane meanwhile: a blocked receiver turns
+    /// every push into a futex wake on the pushing shard, and committing each record as it
+    /// arrives costs several times more per row than one large commit.
     fn gather(&mut self, store: &mut dyn StoreWriter, batch: &mut Vec<Record>) {
-        let deadline = Instant::now() + self.flush_interval;
         loop {
             while batch.len() < self.batch_size {
                 match self.rx.try_recv() {
-                    Ok(rec) => batch.push(rec),
+                    Ok(r) => batch.push(Record::Result(r)),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         self.stop();
@@ -470,25 +418,57 @@ impl Run {
                     }
                 }
             }
-            let now = Instant::now();
-            if batch.is_empty()
-                || batch.len() >= self.batch_size
-                || now >= deadline
-                || self.stopped_at.is_some()
-                || self.prune_cutoff.is_some()
-            {
+            if batch.is_empty() || self.batch_due(batch) || !self.trx.is_empty() {
                 return;
             }
+            let left = self.batch_deadline.map_or(Duration::ZERO, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             select! {
+                recv(self.trx) -> msg => {
+                    if let Ok(t) = msg {
+                        self.decided.push(t);
+                    }
+                    return;
+                },
                 recv(self.stop_rx) -> _ => self.stop(),
                 recv(self.ctrl_rx) -> cmd => {
                     if let Ok(cmd) = cmd {
                         Self::control(store, cmd);
                     }
                 },
-                default((deadline - now).min(GATHER_STEP)) => {}
+                default(left.min(GATHER_STEP)) => {}
             }
         }
+    }
+
+    /// Numbers every waiting transition in arrival order, commits them in one transaction,
+    /// then publishes them: a seq is never shown before it is stored.
+    fn commit_transitions(&mut self, store: &mut dyn StoreWriter) -> Result<(), StoreError> {
+        self.decided.extend(self.trx.try_iter());
+        if self.decided.is_empty() {
+            return Ok(());
+        }
+        let first = self.next_seq;
+        let numbered: Vec<Record> = self
+            .decided
+            .iter()
+            .zip(first..)
+            .map(|(d, seq)| Record::Transition(d.decided.numbered(seq)))
+            .collect();
+        self.commit(store, &numbered)?;
+        self.next_seq = first + numbered.len() as u64;
+        for (rec, d) in numbered.iter().zip(self.decided.drain(..)) {
+            if let Record::Transition(t) = rec {
+                self.publish.transition(t, &d.spec, d.born);
+            }
+        }
+        self.publish.flush();
+        self.counters
+            .published
+            .fetch_add(numbered.len() as u64, Ordering::Relaxed);
+        self.latest.set(self.next_seq - 1);
+        Ok(())
     }
 
     fn control(store: &mut dyn StoreWriter, cmd: Command) {
@@ -521,13 +501,9 @@ impl Run {
         }
     }
 
-    /// Appends `batch` until it commits, then clears it. Fails only after `finish` when the
+    /// Appends `batch` until it commits. Fails only after `finish` when the
     /// store stayed down past the shutdown budget; queued records are then abandoned.
-    fn commit(
-        &mut self,
-        store: &mut dyn StoreWriter,
-        batch: &mut Vec<Record>,
-    ) -> Result<(), StoreError> {
+    fn commit(&mut self, store: &mut dyn StoreWriter, batch: &[Record]) -> Result<(), StoreError> {
         let mut backoff = self.tuning.backoff_min;
         let mut failures = 0u32;
         loop {
@@ -543,7 +519,6 @@ impl Run {
                     if failures > 0 {
                         tracing::info!(failures, records = batch.len(), "store append recovered");
                     }
-                    batch.clear();
                     return Ok(());
                 }
                 Err(e) => e,
@@ -569,11 +544,10 @@ impl Run {
                 Some(at) => {
                     let left = self.tuning.shutdown_budget.saturating_sub(at.elapsed());
                     if left.is_zero() {
-                        let mut lost = batch.len() as u64;
-                        batch.clear();
-                        while self.rx.try_recv().is_ok() {
-                            lost += 1;
-                        }
+                        let lost = (batch.len()
+                            + self.rx.try_iter().count()
+                            + self.trx.try_iter().count())
+                            as u64;
                         self.counters.abandoned.fetch_add(lost, Ordering::Relaxed);
                         tracing::error!(
                             error = %err,

@@ -4,4 +4,5 @@
 //! and the WebSocket front end parses client frames with it. Nothing here knows about shards,
 //! connections or the store.
 
+pub mod entry;
 pub mod frame;

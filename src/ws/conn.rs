@@ -7,7 +7,6 @@
 
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::time::Duration;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Split, Splitable};
@@ -371,16 +370,8 @@ async fn prepare<F: Feed>(
                 }
             }
         }
-        // The store lags the mesh by up to a flush interval: ask again rather than leave a hole.
-        for _ in 0..10 {
-            if !hub.has_gap(since, &rows) || c.sub_gen.get() != gen {
-                break;
-            }
-            monoio::time::sleep(Duration::from_millis(50)).await;
-            if let Ok(r) = load_since(&feed, since).await {
-                rows = r;
-            }
-        }
+        // No second look is needed: a transition is published only after it is committed,
+        // so the store already holds everything this shard's resume ring has seen.
     }
     let sub = Subscription {
         gen,

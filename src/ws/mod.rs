@@ -6,12 +6,15 @@
 //! A client's writer task sends everything queued while its previous write was in flight in
 //! one `writev`. See docs/websocket.md for the protocol.
 
+mod client;
 pub mod conn;
+mod flush;
 
 pub mod handshake;
 pub mod hub;
 pub mod plain;
 pub mod protocol;
+mod subscribe;
 
 use std::future::Future;
 use std::rc::Rc;

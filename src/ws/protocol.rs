@@ -4,6 +4,8 @@
 //! errors with a code and a readable message); server messages other than events are built
 //! per connection, since they are rare (hello, subscribed, snapshot, error).
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -39,8 +41,7 @@ impl Filter {
         if !kind_ok {
             return false;
         }
-        let tags: &[String] = e.spec.as_ref().map(|s| &s.tags[..]).unwrap_or(&[]);
-        self.matches_service(&e.service, tags)
+        self.matches_service(&e.service, e.tags.get())
     }
 }
 
@@ -249,6 +250,31 @@ pub fn snapshot(states: &[ServiceState], filter: &Filter) -> Vec<u8> {
     })
 }
 
+/// `{"type":"warning","code":"unknown_service","service","message"}`, one per name in
+/// `filter.services` that matches no service in `states` (each name once). The subscription
+/// stands, since the service may be created later; the warning is there so that a typo in a
+/// name does not look like a quiet service.
+pub fn unknown_services(states: &[ServiceState], filter: &Filter) -> Vec<Vec<u8>> {
+    if filter.services.is_empty() {
+        return Vec::new();
+    }
+    let known: HashSet<&str> = states.iter().map(|s| s.name.as_str()).collect();
+    let mut warned = HashSet::new();
+    filter
+        .services
+        .iter()
+        .filter(|name| !known.contains(name.as_str()) && warned.insert(name.as_str()))
+        .map(|name| {
+            to_vec(&serde_json::json!({
+                "type": "warning",
+                "code": "unknown_service",
+                "service": name,
+                "message": format!("no service named {name} (yet)"),
+            }))
+        })
+        .collect()
+}
+
 /// `{"type":"error","code","message"}`.
 pub fn error(code: &str, message: &str) -> Vec<u8> {
     to_vec(&serde_json::json!({"type": "error", "code": code, "message": message}))
@@ -318,6 +344,33 @@ mod tests {
         assert_eq!(
             code(r#"{"op":"subscribe","filter":{"colour":1}}"#),
             "unknown_field"
+        );
+    }
+
+    #[test]
+    fn unknown_service_names_are_warned_about_once_each() {
+        let state = |name: &str| ServiceState {
+            id: ServiceId::from_name(name),
+            name: name.into(),
+            tags: Vec::new(),
+            status: Status::Up,
+            since: UnixMillis(0),
+            latency_ms: 0.0,
+        };
+        let states = [state("api"), state("db")];
+        let filter = |names: &[&str]| Filter {
+            services: names.iter().map(|n| n.to_string()).collect(),
+            ..Filter::default()
+        };
+        assert!(unknown_services(&states, &filter(&[])).is_empty());
+        assert!(unknown_services(&states, &filter(&["api", "db"])).is_empty());
+        let w = unknown_services(&states, &filter(&["api", "nosuch", "nosuch", "x"]));
+        assert_eq!(w.len(), 2);
+        let v: Value = serde_json::from_slice(&w[0]).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "warning", "code": "unknown_service", "service": "nosuch",
+                "message": "no service named nosuch (yet)"})
         );
     }
 

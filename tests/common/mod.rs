@@ -167,9 +167,14 @@ pub struct Ringwatch {
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
-/// The test binary.
+/// The binary under test: this build's, or `RINGWATCH_TEST_BIN` when set (to check that a
+/// test fails against an older build).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ringwatch")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("RINGWATCH_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ringwatch").to_string())
+    })
 }
 
 /// A config with `server`, `storage` and `log` filled in for a test; append `services:`.

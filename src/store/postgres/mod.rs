@@ -28,6 +28,12 @@ use crate::config::PgConfig;
 /// The operation named in append errors.
 const OP_APPEND: &str = "append";
 
+/// The newest seq: the counter covers transitions pruned away, MAX(seq) covers rows written
+/// by a process that did not advance the counter.
+const MAX_SEQ: &str = "SELECT GREATEST(
+    (SELECT COALESCE(MAX(seq), 0) FROM transitions),
+    (SELECT COALESCE(MAX(last_seq), 0) FROM seq_counter))";
+
 /// The write side: the writer thread's connection.
 #[derive(Debug)]
 pub struct PgWriter {

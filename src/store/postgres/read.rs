@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
-use super::PgReader;
+use super::{PgReader, MAX_SEQ};
 use crate::model::{ErrorKind, ProbeResult, ServiceId, Status, Timings, Transition, UnixMillis};
 use crate::store::{LastState, StoreError, StoreReader, StoredService};
 
@@ -251,6 +251,10 @@ impl StoreReader for PgReader {
             .rows(OP, &sql, &[(&id, Type::INT8)], service_from_row)?
             .into_iter()
             .next())
+    }
+
+    fn max_seq(&self) -> Result<u64, StoreError> {
+        self.count("read max seq", MAX_SEQ, &[])
     }
 
     fn last_states(&self) -> Result<Vec<LastState>, StoreError> {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::partitions::{self, day_of};
-use super::{PgWriter, OP_APPEND};
+use super::{PgWriter, MAX_SEQ, OP_APPEND};
 use crate::model::{ErrorKind, ServiceId, ServiceSpec, UnixMillis};
 use crate::store::{Pruned, Record, StoreCounters, StoreError, StoreInfo, StoreWriter};
 
@@ -71,12 +71,6 @@ const UPSERT_API: &str = "INSERT INTO services (id, name, url, source, spec, cre
 
 const DELETE_API: &str = "UPDATE services SET deleted_at = $2, updated_at = $2
     WHERE id = $1 AND source = 'api' AND deleted_at IS NULL";
-
-/// The newest seq: the counter covers transitions pruned away, MAX(seq) covers rows written
-/// by a process that did not advance the counter.
-const MAX_SEQ: &str = "SELECT GREATEST(
-    (SELECT COALESCE(MAX(seq), 0) FROM transitions),
-    (SELECT COALESCE(MAX(last_seq), 0) FROM seq_counter))";
 
 /// One retention chunk of transitions: older than the cutoff and not their service's latest
 /// (each service's latest transition is what `last_states` restores at start).

@@ -255,4 +255,12 @@ impl StoreReader for SqliteStore {
             .map_err(io(OP))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(io(OP))
     }
+
+    fn max_seq(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM transitions", [], |r| {
+                get_u64(r, 0)
+            })
+            .map_err(io("read max seq"))
+    }
 }

@@ -179,15 +179,16 @@ impl SqliteStore {
     /// Deletes up to `max_rows` transitions older than the cutoff, always keeping each
     /// service's latest: `last_states` restores every service's status from it at start, and
     /// the newest overall among them keeps `max_seq` (and with it the global seq) after
-    /// everything aged out. The `EXISTS` is a seek on `(service_id, seq)`.
+    /// everything aged out.
     fn prune_transitions(&mut self, cutoff: i64, max_rows: usize) -> Result<u64, StoreError> {
         let n = self
             .conn
             .prepare_cached(
+                // Each service's latest transition stays whatever its age: it is the status
+                // restored at start (and the newest one keeps `max_seq`).
                 "DELETE FROM transitions WHERE seq IN (
                    SELECT t.seq FROM transitions t WHERE t.at < ?1
-                   AND EXISTS (SELECT 1 FROM transitions n
-                               WHERE n.service_id = t.service_id AND n.seq > t.seq)
+                   AND t.seq < (SELECT MAX(seq) FROM transitions x WHERE x.service_id = t.service_id)
                    LIMIT ?2)",
             )
             .and_then(|mut st| st.execute(params![cutoff, max_rows as i64]))

@@ -4,7 +4,9 @@
 //! The URL is parsed here rather than by the driver so every mistake is reported with its key
 //! (`storage.url`, `storage.pool`, ...) by `ringwatch check`, and so `config` stays free of the
 //! database client. The password is never required in the YAML: after the URL's own (if any),
-//! `RINGWATCH_PG_PASSWORD`, then libpq's `PGPASSWORD`, then `storage.password_file` are tried.
+//! `RINGWATCH_PG_PASSWORD`, then libpq's `PGPASSWORD`, then `storage.password_file` are tried,
+//! when the store connects (`PgConfig::password`), so `ringwatch check` passes where the
+//! secret is not mounted (a CI job) and a rotated secret is read again on reconnect.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,8 +76,10 @@ pub struct PgConfig {
     pub user: String,
     /// Database name (the user name when the URL has no path, as with libpq).
     pub dbname: String,
-    /// Password, from the URL, the environment or `password_file`; None = none sent.
-    pub password: Option<PgPassword>,
+    /// The URL's own password, if it has one (it wins over every other source).
+    pub url_password: Option<PgPassword>,
+    /// `storage.password_file`, resolved against the config file's directory.
+    pub password_file: Option<PathBuf>,
     /// `application_name` shown in `pg_stat_activity`.
     pub application_name: String,
     /// Reader connections for history queries (one reader thread each).
@@ -87,6 +91,22 @@ pub struct PgConfig {
 }
 
 impl PgConfig {
+    /// The password to send, read now: the URL's, else `RINGWATCH_PG_PASSWORD`, else
+    /// `PGPASSWORD`, else `password_file`; None = none (trust or peer authentication). The
+    /// error names `storage.password_file`.
+    pub fn password(&self) -> std::result::Result<Option<PgPassword>, ConfigError> {
+        if let Some(p) = &self.url_password {
+            return Ok(Some(p.clone()));
+        }
+        if let Some(p) = from_env() {
+            return Ok(Some(PgPassword(p)));
+        }
+        match &self.password_file {
+            None => Ok(None),
+            Some(f) => Ok(from_file(f, self)?.map(PgPassword)),
+        }
+    }
+
     /// The URL without its password, for messages and logs.
     pub fn redacted_url(&self) -> String {
         let host = match &self.host {
@@ -142,19 +162,13 @@ pub(super) fn storage_kind(s: &RawStorage, url: &str, base: &Path) -> Result<Sto
         Duration::from_secs(30),
         Duration::from_secs(3600),
     )?;
-    let password = match parts.password.clone() {
-        Some(p) => Some(p),
-        None => from_env().or(match &s.password_file {
-            None => None,
-            Some(f) => from_file(&resolve(base, f), &parts)?,
-        }),
-    };
     Ok(StorageKind::Postgres(PgConfig {
         host: parts.host,
         port: parts.port,
         dbname: parts.dbname.unwrap_or_else(|| parts.user.clone()),
         user: parts.user,
-        password: password.map(PgPassword),
+        url_password: parts.password.map(PgPassword),
+        password_file: s.password_file.as_deref().map(|f| resolve(base, f)),
         application_name: parts
             .application_name
             .unwrap_or_else(|| "ringwatch".to_string()),
@@ -202,30 +216,13 @@ fn from_env() -> Option<String> {
         .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
-/// The password from a file: either the bare password (one line, as a container secret), or
-/// libpq's password-file format (`host:port:database:user:password` lines, `*` matching
-/// anything, `\:` and `\\` escaped), where the first matching line wins. Like libpq, a file
-/// readable by group or others is refused.
-fn from_file(path: &Path, url: &UrlParts) -> Result<Option<String>> {
+/// The password from a file: either the bare password (one line, as a container or
+/// Kubernetes secret is mounted, often mode 0444), or libpq's password-file format
+/// (`host:port:database:user:password` lines, `*` matching anything, `\:` and `\\` escaped),
+/// where the first matching line wins; like libpq, a file in that format readable by group or
+/// others is refused.
+fn from_file(path: &Path, cfg: &PgConfig) -> Result<Option<String>> {
     const KEY: &str = "storage.password_file";
-    let meta = std::fs::metadata(path)
-        .or_else(|e| err(KEY, format!("cannot read {}: {e}", path.display())))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return err(
-                KEY,
-                format!(
-                    "{} is readable by group or others (mode {mode:o}); chmod 600 it",
-                    path.display()
-                ),
-            );
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = meta;
     let text = std::fs::read_to_string(path)
         .or_else(|e| err(KEY, format!("cannot read {}: {e}", path.display())))?;
     let lines: Vec<&str> = text
@@ -236,13 +233,31 @@ fn from_file(path: &Path, url: &UrlParts) -> Result<Option<String>> {
     if lines.len() == 1 && split[0].len() < 5 {
         return Ok(Some(lines[0].to_string()));
     }
-    let host = match &url.host {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .or_else(|e| err(KEY, format!("cannot read {}: {e}", path.display())))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return err(
+                KEY,
+                format!(
+                    "{} is readable by group or others (mode {mode:o}); chmod 600 it",
+                    path.display()
+                ),
+            );
+        }
+    }
+    let host = match &cfg.host {
         PgHost::Tcp(h) => h.clone(),
         // libpq matches a socket connection against "localhost".
         PgHost::Socket(_) => "localhost".to_string(),
     };
-    let port = url.port.to_string();
-    let db = url.dbname.clone().unwrap_or_else(|| url.user.clone());
+    let port = cfg.port.to_string();
+    let (db, user) = (cfg.dbname.as_str(), cfg.user.as_str());
     for (i, fields) in split.iter().enumerate() {
         if fields.len() != 5 {
             return err(
@@ -254,7 +269,7 @@ fn from_file(path: &Path, url: &UrlParts) -> Result<Option<String>> {
                 ),
             );
         }
-        let want = [host.as_str(), port.as_str(), db.as_str(), url.user.as_str()];
+        let want = [host.as_str(), port.as_str(), db, user];
         if fields.iter().zip(want).all(|(f, w)| f == "*" || f == w) {
             return Ok(Some(fields[4].clone()));
         }
@@ -465,7 +480,10 @@ mod tests {
             (p.port, p.user.as_str(), p.dbname.as_str()),
             (6543, "a@b", "a@b")
         );
-        assert_eq!(p.password.as_ref().map(PgPassword::expose), Some("p:ss"));
+        assert_eq!(
+            p.url_password.as_ref().map(PgPassword::expose),
+            Some("p:ss")
+        );
         assert!(
             !format!("{p:?}").contains("p:ss"),
             "Debug shows the password"
@@ -525,11 +543,6 @@ mod tests {
             "invalid duration",
         );
         fails(
-            &format!("{k}'postgres://u@db/x', password_file: /nonexistent/pw}}\n"),
-            "storage.password_file",
-            "cannot read",
-        );
-        fails(
             "storage: {pool: 3}\n",
             "storage.pool",
             "only used with kind: postgres",
@@ -562,31 +575,53 @@ mod tests {
                 f.display()
             )
         };
-        let p = pg(&yaml(&bare, "postgres://rw@db/mon"));
-        assert_eq!(p.password.as_ref().map(PgPassword::expose), Some("s3cret"));
+        // Read when the store connects, not by `check` (the secret may not be mounted there).
+        let pw = |yaml: &str| {
+            pg(yaml)
+                .password()
+                .map(|p| p.map(|p| p.expose().to_string()))
+        };
+        assert_eq!(
+            pw(&yaml(&bare, "postgres://rw@db/mon")),
+            Ok(Some("s3cret".into()))
+        );
+        let missing = dir.path().join("missing");
+        let e = pw(&yaml(&missing, "postgres://rw@db/mon")).expect_err("missing file");
+        assert_eq!(e.key, "storage.password_file");
+        assert!(e.message.contains("cannot read"), "{e}");
+        // A container secret is often mounted 0444: a bare password may be readable.
+        let shared = write("shared", "s3cret\n", 0o444);
+        assert_eq!(
+            pw(&yaml(&shared, "postgres://rw@db/mon")),
+            Ok(Some("s3cret".into()))
+        );
 
         let pgpass = write(
             "pgpass",
             "# comment\nother:5432:mon:rw:wrong\ndb:*:mon:rw:a\\:b\\\\c\n*:*:*:*:fallback\n",
             0o600,
         );
-        let p = pg(&yaml(&pgpass, "postgres://rw@db/mon"));
-        assert_eq!(p.password.as_ref().map(PgPassword::expose), Some("a:b\\c"));
-        let p = pg(&yaml(&pgpass, "postgres://rw@elsewhere/mon"));
         assert_eq!(
-            p.password.as_ref().map(PgPassword::expose),
-            Some("fallback")
+            pw(&yaml(&pgpass, "postgres://rw@db/mon")),
+            Ok(Some("a:b\\c".into()))
+        );
+        assert_eq!(
+            pw(&yaml(&pgpass, "postgres://rw@elsewhere/mon")),
+            Ok(Some("fallback".into()))
         );
         // The URL's own password wins over the file.
-        let p = pg(&yaml(&pgpass, "postgres://rw:inline@db/mon"));
-        assert_eq!(p.password.as_ref().map(PgPassword::expose), Some("inline"));
+        assert_eq!(
+            pw(&yaml(&pgpass, "postgres://rw:inline@db/mon")),
+            Ok(Some("inline".into()))
+        );
 
-        let open = write("open", "pw\n", 0o644);
-        let e = parse(&yaml(&open, "postgres://rw@db/mon")).expect_err("mode");
+        // libpq's format must not be readable by others, as libpq requires.
+        let open = write("open", "*:*:*:*:pw\n", 0o644);
+        let e = pw(&yaml(&open, "postgres://rw@db/mon")).expect_err("mode");
         assert_eq!(e.key, "storage.password_file");
         assert!(e.message.contains("chmod 600"), "{e}");
         let bad = write("bad", "a:b:c:d:e\nshort:line\n", 0o600);
-        let e = parse(&yaml(&bad, "postgres://rw@db/mon")).expect_err("format");
+        let e = pw(&yaml(&bad, "postgres://rw@db/mon")).expect_err("format");
         assert!(e.message.contains("line 2"), "{e}");
     }
 }

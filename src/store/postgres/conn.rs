@@ -84,6 +84,8 @@ impl Drop for Session {
 pub(super) struct Conn {
     rt: Runtime,
     pg: tokio_postgres::Config,
+    /// Where the password comes from: read again at every connect (a rotated secret).
+    cfg: PgConfig,
     /// The URL without password, for messages.
     what: String,
     connect_timeout: Duration,
@@ -129,12 +131,10 @@ impl Conn {
             // between statements.
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
-        if let Some(p) = &cfg.password {
-            pg.password(p.expose());
-        }
         Ok(Conn {
             rt,
             pg,
+            cfg: cfg.clone(),
             what: cfg.redacted_url(),
             connect_timeout: cfg.connect_timeout,
             query_timeout: cfg.query_timeout,
@@ -166,7 +166,11 @@ impl Conn {
             what: self.what.clone(),
             reason,
         };
-        let connecting = self.pg.connect(NoTls);
+        let mut pg = self.pg.clone();
+        if let Some(p) = self.cfg.password().map_err(|e| fail(e.to_string()))? {
+            pg.password(p.expose());
+        }
+        let connecting = pg.connect(NoTls);
         // The timer must be made inside the runtime, hence the async block.
         let limit = self.connect_timeout;
         let (client, connection) = match self

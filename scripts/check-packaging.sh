@@ -46,7 +46,9 @@ for cfg in packaging/compose/standalone.yaml packaging/systemd/ringwatch.yaml; d
   "$bin" check --config "$cfg" >/dev/null || fail "ringwatch check $cfg"
   ok "ringwatch check $cfg"
 done
-if out=$("$bin" check --config packaging/compose/cluster.yaml 2>&1); then
+# The tokens it names come from the environment at run time; placeholders stand in here.
+if out=$(RINGWATCH_WRITE_TOKEN=check-only-placeholder-write RINGWATCH_READ_TOKEN=check-only-placeholder-read \
+  "$bin" check --config packaging/compose/cluster.yaml 2>&1); then
   ok "ringwatch check packaging/compose/cluster.yaml"
 elif grep -qE 'unknown key "(pool|password_file|cluster)"' <<<"$out"; then
   echo "check-packaging: note: cluster.yaml uses keys this binary does not know yet: $out"

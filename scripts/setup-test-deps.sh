@@ -4,7 +4,9 @@
 # - chromium (Debian) for the headless-browser WebSocket test;
 # - curl, jq and sqlite3 (Debian) for tests/readme.rs, which runs the README's commands;
 # - the Python `websockets` package (PyPI) for the third-party WebSocket client test;
-# - playwright-core (npm, into target/test-node) to drive that chromium from a test.
+# - playwright-core (npm, into target/test-node) to drive that chromium from a test;
+# - a running PostgreSQL server on 127.0.0.1:5432 (scripts/start-postgres.sh) for the
+#   PostgreSQL store tests, which create and drop databases of their own.
 # Idempotent: a second run only checks.
 set -euo pipefail
 need=()
@@ -38,3 +40,4 @@ if [ ! -d "$node_dir/node_modules/playwright-core" ]; then
   echo "installing playwright-core into $node_dir ..." >&2
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund --prefix "$node_dir" playwright-core@1
 fi
+"$(dirname "$0")/start-postgres.sh"

@@ -1,4 +1,5 @@
-//! `ringwatch`: run the monitor, check a config file, or check a running monitor's readiness.
+//! `ringwatch`: run the monitor, check a config file, migrate the store, or check a running
+//! monitor's readiness.
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;
@@ -38,6 +39,12 @@ enum Command {
     /// Validate a config file and exit (non-zero, naming the bad key, when invalid).
     Check {
         /// YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Create the store if needed, apply pending schema migrations, and exit.
+    Migrate {
+        /// YAML config file (its `storage` section).
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -129,6 +136,26 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Migrate { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&cfg.log.level, cfg.log.format);
+            match ringwatch::store::migrate(&cfg.storage) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             config,
             shards,

@@ -80,20 +80,31 @@ fn get(addr: SocketAddr, path: &str) -> Resp {
 }
 
 fn start(dir: &std::path::Path, shards: usize, server_extra: &str, rest: &str) -> Ringwatch {
+    start_on(&Backend::Sqlite, dir, shards, server_extra, rest)
+}
+
+/// `start` on a given storage backend.
+fn start_on(
+    backend: &Backend,
+    dir: &std::path::Path,
+    shards: usize,
+    server_extra: &str,
+    rest: &str,
+) -> Ringwatch {
     let port = free_port();
-    let cfg = base_config(port, &dir.join("rw.db"), shards, server_extra) + rest;
+    let cfg = backend_config(port, backend, dir, shards, server_extra) + rest;
     Ringwatch::start_in(dir, port, &cfg)
 }
 
-#[test]
-fn services_lifecycle_conflicts_pause_delete_and_restart() {
+backend_matrix! {
+fn services_lifecycle_conflicts_pause_delete_and_restart(backend: Backend) {
     let target = Target::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let config_services = format!(
         "services:\n  - {{name: cfg-svc, url: \"{}\", interval: 1s, timeout: 500ms, tags: [core]}}\n",
         target.url("/cfg")
     );
-    let rw = start(dir.path(), 2, "", &config_services);
+    let rw = start_on(&backend, dir.path(), 2, "", &config_services);
     let a = rw.addr;
 
     // Create: probed within one interval (+10% jitter; the first run lands inside it).
@@ -225,7 +236,7 @@ fn services_lifecycle_conflicts_pause_delete_and_restart() {
 
     // Restart: API services come back from the store.
     assert_eq!(rw.terminate().code(), Some(0));
-    let rw = start(dir.path(), 2, "", &config_services);
+    let rw = start_on(&backend, dir.path(), 2, "", &config_services);
     let a = rw.addr;
     let r = get(a, &format!("/api/v1/services/{id}"));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -259,19 +270,20 @@ fn services_lifecycle_conflicts_pause_delete_and_restart() {
     assert_eq!(r.status, 409, "{}", r.body);
     assert_eq!(rw.terminate().code(), Some(0));
 }
+}
 
+backend_matrix! {
 /// A service deleted while its probe runs frees its slot in the shard's table, and the next
 /// service created takes it over; the late result of the old probe must not move the new
 /// service's state (the shard checks the service id, not only the slot).
-#[test]
-fn a_probe_finishing_after_its_service_was_replaced_leaves_the_newcomer_alone() {
+fn a_probe_finishing_after_its_service_was_replaced_leaves_the_newcomer_alone(backend: Backend) {
     let target = Target::start();
     target
         .status
         .store(500, std::sync::atomic::Ordering::Relaxed);
     let dir = tempfile::tempdir().expect("tempdir");
     // One shard, so both services live in the same table.
-    let rw = start(dir.path(), 1, "", "");
+    let rw = start_on(&backend, dir.path(), 1, "", "");
     let a = rw.addr;
     let old = json!({"name": "old", "url": target.url("/slow"), "interval": "2s",
         "timeout": "1900ms", "success_threshold": 1, "failure_threshold": 1});
@@ -322,12 +334,14 @@ fn a_probe_finishing_after_its_service_was_replaced_leaves_the_newcomer_alone() 
     assert_eq!(get(a, "/api/v1/services/new").json()["status"], "down");
     assert_eq!(rw.terminate().code(), Some(0));
 }
+}
 
-#[test]
-fn history_pages_stay_correct_while_results_are_appended() {
+backend_matrix! {
+fn history_pages_stay_correct_while_results_are_appended(backend: Backend) {
     let target = Target::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rw = start(
+    let rw = start_on(
+        &backend,
         dir.path(),
         1,
         "",
@@ -419,6 +433,7 @@ fn history_pages_stay_correct_while_results_are_appended() {
     let st = get(a, "/api/v1/services/hist/transitions").json();
     assert_eq!(st["items"][0]["to"], "down", "newest first");
     assert_eq!(get(a, "/api/v1/services/ghost/results").status, 404);
+}
 }
 
 #[test]

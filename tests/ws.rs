@@ -16,12 +16,25 @@ const LONG: Duration = Duration::from_secs(20);
 /// Three services: alpha (tag prod) and beta (tag dev) follow the target's switch; gamma
 /// (tag prod) stays up.
 fn config(t: &Target, port: u16, db: &std::path::Path, shards: usize, ws: &str) -> String {
+    let dir = db.parent().expect("db in a directory");
+    config_on(t, port, &Backend::Sqlite, dir, shards, ws)
+}
+
+/// `config` on a given storage backend (SQLite files go into `dir`).
+fn config_on(
+    t: &Target,
+    port: u16,
+    backend: &Backend,
+    dir: &std::path::Path,
+    shards: usize,
+    ws: &str,
+) -> String {
     let extra = if ws.is_empty() {
         String::new()
     } else {
         format!("  ws:\n{ws}")
     };
-    base_config(port, db, shards, &extra)
+    backend_config(port, backend, dir, shards, &extra)
         + &format!(
             "services:\n{}{}{}",
             svc("alpha", &t.url("/switch"), "prod"),
@@ -37,10 +50,15 @@ fn svc(name: &str, url: &str, tag: &str) -> String {
 }
 
 fn start(shards: usize, ws: &str) -> (Target, tempfile::TempDir, Ringwatch) {
+    start_on(&Backend::Sqlite, shards, ws)
+}
+
+/// `start` on a given storage backend.
+fn start_on(backend: &Backend, shards: usize, ws: &str) -> (Target, tempfile::TempDir, Ringwatch) {
     let target = Target::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let cfg = config(&target, port, &dir.path().join("rw.db"), shards, ws);
+    let cfg = config_on(&target, port, backend, dir.path(), shards, ws);
     let rw = Ringwatch::start_in(dir.path(), port, &cfg);
     // Every service has reported once (UNKNOWN -> UP) before the tests start flipping.
     assert!(
@@ -342,9 +360,9 @@ fn frames_cut_across_reads_are_reassembled() {
     assert_eq!(got.as_deref(), Some(&b"after"[..]));
 }
 
-#[test]
-fn resume_replays_without_gap_or_duplicate_while_transitions_continue() {
-    let (target, dir, rw) = start(2, "");
+backend_matrix! {
+fn resume_replays_without_gap_or_duplicate_while_transitions_continue(backend: Backend) {
+    let (target, dir, rw) = start_on(&backend, 2, "");
     // A witness subscribed from the start sees every live transition.
     let mut witness = Ws::connect(rw.addr);
     witness.subscribe(r#"{"op":"subscribe"}"#);
@@ -408,6 +426,7 @@ fn resume_replays_without_gap_or_duplicate_while_transitions_continue() {
     }
     assert!(rw.metric("ringwatch_ws_replayed_total") + rw.metric("ringwatch_ws_clients") >= 1.0);
     drop(dir);
+}
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod duration;
 mod json;
 mod locate;
 mod log;
+mod postgres;
 mod raw;
 mod server;
 mod service;
@@ -25,6 +26,7 @@ pub use cluster::REDIS_PASSWORD_ENV;
 pub use defaults::ServiceDefaults;
 pub use duration::{format_duration, parse_duration};
 pub use json::{api_service, type_name, JsonError, SERVICE_FIELDS};
+pub use postgres::{PgConfig, PgHost, PgPassword, LIBPQ_PASSWORD_ENV, PASSWORD_ENV};
 pub use service::parse_status_ranges;
 pub use url::parse_url;
 
@@ -332,11 +334,8 @@ pub enum StorageKind {
         /// Database file.
         path: PathBuf,
     },
-    /// PostgreSQL (cluster mode).
-    Postgres {
-        /// Connection URL.
-        url: String,
-    },
+    /// PostgreSQL server.
+    Postgres(PgConfig),
 }
 
 /// The `storage` section.

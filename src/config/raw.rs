@@ -143,6 +143,10 @@ pub(super) struct RawStorage {
     pub(super) batch_size: Option<u64>,
     pub(super) flush_interval: Option<String>,
     pub(super) retention: Option<String>,
+    pub(super) pool: Option<u64>,
+    pub(super) connect_timeout: Option<String>,
+    pub(super) query_timeout: Option<String>,
+    pub(super) password_file: Option<String>,
 }
 
 /// `log`.

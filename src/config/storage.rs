@@ -67,6 +67,7 @@ pub(super) fn storage(s: Option<&RawStorage>, base: &Path) -> Result<StorageConf
 fn kind(s: &RawStorage, base: &Path) -> Result<StorageKind> {
     match s.kind.as_deref().map(str::trim) {
         None | Some("sqlite") => {
+            super::postgres::only_with_postgres(s)?;
             if s.url.is_some() {
                 return err(
                     "storage.url",
@@ -100,9 +101,7 @@ fn kind(s: &RawStorage, base: &Path) -> Result<StorageKind> {
                     "must start with postgres:// or postgresql:// (e.g. postgres://user:pass@host:5432/ringwatch)",
                 );
             }
-            Ok(StorageKind::Postgres {
-                url: url.to_string(),
-            })
+            super::postgres::storage_kind(s, url, base)
         }
         Some(other) => err(
             "storage.kind",

@@ -98,9 +98,7 @@ pub(super) fn concrete_listen_addr(addr: SocketAddr) -> Result<SocketAddr, Serve
     })
 }
 
-/// Read-pool threads for API history queries, and their queue bound (full = 503 busy).
-pub(super) const READ_THREADS: usize = 2;
-/// Pending reads accepted by the pool.
+/// Queue bound of the API read pool (full = 503 busy); its threads: `store::reader_threads`.
 pub(super) const READ_QUEUE: usize = 256;
 
 /// Opens the API read pool and loads the API-defined services persisted in the store.
@@ -111,7 +109,7 @@ pub(super) fn open_reader(cfg: &Config) -> Result<Stored, ServerError> {
     let storage = cfg.storage.clone();
     let reader = ReadPool::open(
         move || store::open_reader(&storage),
-        READ_THREADS,
+        store::reader_threads(&cfg.storage),
         READ_QUEUE,
     )?;
     let ro = store::open_reader(&cfg.storage)?;

@@ -92,6 +92,11 @@ impl Shared {
         if self.cluster.as_ref().is_some_and(|c| !c.redis_up()) {
             return Err("redis unavailable");
         }
+        // While the writer cannot write, results only buffer (then drop) and history reads
+        // fail: not fit to take traffic (docs/storage.md).
+        if !self.store.counters.up() {
+            return Err("store unavailable");
+        }
         Ok(())
     }
 }

@@ -155,6 +155,7 @@ impl StoreHandle {
         for (name, help, v) in counters {
             w.single(name, "counter", help, v);
         }
+        c.render_backend(w);
     }
 
     /// Logs at most one warning per `DROP_WARN_EVERY` across all shards.

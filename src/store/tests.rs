@@ -39,7 +39,7 @@ fn fast() -> Tuning {
     }
 }
 
-fn result(sid: ServiceId, at: i64) -> ProbeResult {
+pub(crate) fn result(sid: ServiceId, at: i64) -> ProbeResult {
     ProbeResult {
         service_id: sid,
         scheduled_at: UnixMillis(at),
@@ -57,7 +57,7 @@ fn result(sid: ServiceId, at: i64) -> ProbeResult {
     }
 }
 
-fn transition(seq: u64, sid: ServiceId, at: i64) -> Transition {
+pub(crate) fn transition(seq: u64, sid: ServiceId, at: i64) -> Transition {
     Transition {
         seq,
         service_id: sid,
@@ -71,7 +71,7 @@ fn transition(seq: u64, sid: ServiceId, at: i64) -> Transition {
     }
 }
 
-fn spec(name: &str, source: Source) -> ServiceSpec {
+pub(crate) fn spec(name: &str, source: Source) -> ServiceSpec {
     ServiceSpec {
         id: ServiceId::from_name(name),
         name: name.into(),
@@ -453,6 +453,52 @@ fn failed_appends_are_retried_without_loss() {
     assert_eq!(sizes[0], sizes[1]);
     assert_eq!(sizes[1], sizes[2]);
     assert_eq!(sizes[2], sizes[3]);
+    // Up again after the recovery, and each commit timed (failed attempts are not).
+    assert!(h.counters.up());
+    let commits = batches.lock().unwrap().len() as u64 - 3;
+    assert_eq!(h.counters.batch_latency.snapshot().len(), commits);
+}
+
+/// While appends fail the store reads as down (what `/readyz` and `ringwatch_store_up`
+/// report); the next commit clears it.
+#[test]
+fn a_failing_store_reads_down_until_the_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let (store, _) = flaky(&path, 2);
+    let c = cfg(&path, 1000, 50, Duration::from_millis(5));
+    let tuning = Tuning {
+        backoff_min: Duration::from_millis(300),
+        ..fast()
+    };
+    let (w, h, _) = Writer::spawn_tuned(Box::new(store), &c, tuning).unwrap();
+    assert!(h.counters.up(), "up before any batch");
+    assert!(h.push_result(result(ServiceId::from_name("d"), 1)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.counters.failed_batches.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(!h.counters.up(), "down after a failed append");
+    let mut text = crate::metrics::Exposition::default();
+    h.render(&mut text, 0);
+    assert!(text.finish().contains("ringwatch_store_up 0"));
+    while h.counters.written.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(h.counters.up(), "up after the retry committed");
+    let mut text = crate::metrics::Exposition::default();
+    h.render(&mut text, 0);
+    let text = text.finish();
+    assert!(text.contains("ringwatch_store_up 1"), "{text}");
+    assert!(
+        text.contains("ringwatch_store_batch_seconds_count 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringwatch_store_reconnects_total 0"),
+        "{text}"
+    );
+    w.finish().unwrap();
 }
 
 #[test]
@@ -544,6 +590,31 @@ fn retention_keeps_each_services_newest_transition() {
     let mut last: Vec<u64> = s.last_states().unwrap().iter().map(|l| l.seq).collect();
     last.sort_unstable();
     assert_eq!(last, vec![4, 6]);
+}
+
+/// Each service's latest transition survives retention (its status is restored from it at
+/// start), however old; older ones of the same service go.
+#[test]
+fn retention_keeps_each_services_latest_transition() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sqlite(&dir.path().join("rw.db"));
+    let (a, b) = (ServiceId::from_name("a"), ServiceId::from_name("b"));
+    s.append(&[
+        Record::Transition(transition(1, a, 10)),
+        Record::Transition(transition(2, b, 20)),
+        Record::Transition(transition(3, a, 30)),
+        Record::Transition(transition(4, a, 40)),
+    ])
+    .unwrap();
+    while !s.prune(UnixMillis::now(), 100).unwrap().done {}
+    let left: Vec<u64> = s
+        .transitions_since(0, 10)
+        .unwrap()
+        .iter()
+        .map(|t| t.seq)
+        .collect();
+    assert_eq!(left, vec![2, 4]);
+    assert_eq!(s.last_states().unwrap().len(), 2);
 }
 
 #[test]
@@ -651,15 +722,33 @@ fn open_creates_directories_and_names_bad_paths() {
         "{err}"
     );
 
+    // A postgres server that is not there: a one-line error naming it, never the password.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
     let pg = StorageConfig {
-        kind: StorageKind::Postgres {
-            url: "postgres://u:secret@db/ringwatch".into(),
-        },
+        kind: StorageKind::Postgres(crate::config::PgConfig {
+            host: crate::config::PgHost::Tcp("127.0.0.1".into()),
+            port,
+            user: "u".into(),
+            dbname: "ringwatch".into(),
+            url_password: Some(crate::config::PgPassword::new("secret")),
+            password_file: None,
+            application_name: "ringwatch".into(),
+            pool: 1,
+            connect_timeout: Duration::from_secs(2),
+            query_timeout: Duration::from_secs(2),
+        }),
         ..c
     };
     let err = open(&pg).err().unwrap().to_string();
-    assert!(err.contains("not built yet"), "{err}");
-    assert!(!err.contains("secret"), "{err}");
+    assert!(
+        err.contains(&format!("postgres://u@127.0.0.1:{port}/ringwatch")),
+        "{err}"
+    );
+    assert!(err.contains("refused"), "{err}");
+    assert!(!err.contains("secret") && !err.contains('\n'), "{err}");
 }
 
 #[test]

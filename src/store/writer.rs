@@ -176,6 +176,7 @@ impl Writer {
         let (ctrl_tx, ctrl_rx) = bounded::<Command>(256);
         let (ready_tx, ready_rx) = bounded::<Result<StoreInfo, StoreError>>(1);
         let counters = Arc::new(StoreCounters::default());
+        store.attach(counters.clone());
         let latest = LatestSeq::default();
         let run = Run {
             rx,
@@ -506,7 +507,11 @@ impl Run {
         let mut backoff = self.tuning.backoff_min;
         let mut failures = 0u32;
         loop {
-            let err = match store.append(batch) {
+            let started = Instant::now();
+            let appended = store.append(batch);
+            self.counters
+                .batch_done(appended.is_ok(), started.elapsed());
+            let err = match appended {
                 Ok(()) => {
                     self.counters
                         .written

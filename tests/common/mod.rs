@@ -2,6 +2,8 @@
 //! `ringwatch` process started from a generated config file.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -185,6 +187,80 @@ log:\n  level: info\n  format: text\n",
     )
 }
 
+/// The storage backend a test runs against: the same test body runs on both through
+/// [`backend_matrix!`].
+pub enum Backend {
+    /// An SQLite file `rw.db` in the test's directory.
+    Sqlite,
+    /// A database of its own on the shared PostgreSQL server, dropped after the test.
+    Postgres(pg::PgDb),
+}
+
+impl Backend {
+    pub fn sqlite() -> Backend {
+        Backend::Sqlite
+    }
+
+    pub fn postgres() -> Backend {
+        Backend::Postgres(pg::PgDb::create())
+    }
+
+    /// The `storage:` section for a test config in `dir` (short flush interval).
+    pub fn storage(&self, dir: &Path) -> String {
+        match self {
+            Backend::Sqlite => format!(
+                "storage:\n  kind: sqlite\n  path: {}\n  flush_interval: 50ms\n",
+                dir.join("rw.db").display()
+            ),
+            Backend::Postgres(db) => format!(
+                "storage:\n  kind: postgres\n  url: \"{}\"\n  flush_interval: 50ms\n",
+                db.url
+            ),
+        }
+    }
+}
+
+/// `base_config` with the storage section of `backend`.
+pub fn backend_config(
+    port: u16,
+    backend: &Backend,
+    dir: &Path,
+    shards: usize,
+    extra_server: &str,
+) -> String {
+    format!(
+        "server:\n  listen: 127.0.0.1:{port}\n  shards: {shards}\n  pin: false\n  shutdown_grace: 5s\n{extra_server}\
+{}log:\n  level: info\n  format: text\n",
+        backend.storage(dir)
+    )
+}
+
+/// Runs one test body against every storage backend: `backend_matrix! { fn name(b: Backend)
+/// { ... } }` makes a module `name` with the tests `sqlite` and `postgres`, each calling the
+/// body with its backend (the postgres one in a database of its own, dropped afterwards).
+#[macro_export]
+macro_rules! backend_matrix {
+    ($(#[doc = $doc:literal])* fn $name:ident($backend:ident: Backend) $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($backend: Backend) $body
+
+            #[test]
+            fn sqlite() {
+                body(Backend::sqlite())
+            }
+
+            #[test]
+            fn postgres() {
+                body(Backend::postgres())
+            }
+        }
+    };
+}
+
 impl Ringwatch {
     /// Writes `config` into `dir/ringwatch.yaml` and starts the server on `port`, waiting until
     /// `/readyz` says ready.
@@ -259,6 +335,22 @@ impl Ringwatch {
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
         let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
         assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// `terminate`, then the whole stderr, shutdown lines included.
+    pub fn terminate_with_log(self) -> (std::process::ExitStatus, String) {
+        let lines = self.stderr.clone();
+        let status = self.terminate();
+        // The reader thread sees EOF right after the exit; give it a moment to store the tail.
+        let _ = eventually(Duration::from_secs(2), || {
+            lines
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|l| l.contains("store drained"))
+        });
+        let text = lines.lock().expect("lock").join("\n");
+        (status, text)
     }
 
     /// Sends SIGTERM and waits for a clean exit.

@@ -34,12 +34,10 @@ fn relative_paths_resolve_against_the_config_dir() {
 fn postgres_storage() {
     let c =
         parse("storage: {kind: postgres, url: 'postgres://u:p@db/rw', retention: 30d}\n").unwrap();
-    assert_eq!(
-        c.storage.kind,
-        StorageKind::Postgres {
-            url: "postgres://u:p@db/rw".into()
-        }
-    );
+    let StorageKind::Postgres(pg) = &c.storage.kind else {
+        panic!("{:?}", c.storage.kind)
+    };
+    assert_eq!(pg.redacted_url(), "postgres://u@db:5432/rw");
     assert_eq!(c.storage.retention, Some(Duration::from_secs(30 * 86_400)));
     fails("storage: {kind: postgres}\n", "storage.url", "required");
     fails(

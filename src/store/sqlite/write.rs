@@ -176,8 +176,10 @@ impl SqliteStore {
         Ok(deleted)
     }
 
-    /// Deletes up to `max_rows` transitions older than the cutoff, always keeping the newest so
-    /// `max_seq` (and with it the global seq) survives a restart even after everything aged out.
+    /// Deletes up to `max_rows` transitions older than the cutoff, always keeping each
+    /// service's latest: `last_states` restores every service's status from it at start, and
+    /// the newest overall among them keeps `max_seq` (and with it the global seq) after
+    /// everything aged out.
     fn prune_transitions(&mut self, cutoff: i64, max_rows: usize) -> Result<u64, StoreError> {
         let n = self
             .conn

@@ -145,3 +145,213 @@ fn one_node_in_every_role_streams_stores_and_serves() {
     assert!(rw.terminate().success());
     let _ = Path::new(".");
 }
+
+/// A cluster process of the fault test.
+struct Node {
+    rw: Ringwatch,
+    _dir: tempfile::TempDir,
+}
+
+fn node(db: &PgDb, redis: &PrivateRedis, role: &str, svc: &str) -> Node {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let cfg = node_config(port, db, redis, role, svc).replace("shards: 2", "shards: 1");
+    Node {
+        rw: Ringwatch::start_in(dir.path(), port, &cfg),
+        _dir: dir,
+    }
+}
+
+/// `metric` summed over the live nodes (0 where a node does not have it).
+fn total(nodes: &[&Node], series: &str) -> f64 {
+    nodes
+        .iter()
+        .map(|n| {
+            let (_, body) = n.rw.get("/metrics");
+            metric_value(&body, series).unwrap_or(0.0)
+        })
+        .sum()
+}
+
+#[test]
+fn a_cluster_loses_nothing_when_processes_die_and_redis_restarts() {
+    const SERVICES: usize = 200;
+    const FLAPPING: usize = 20;
+    let target = Target::start();
+    let mut redis = PrivateRedis::start();
+    let db = PgDb::create();
+    let svc = services(&target, FLAPPING, SERVICES - FLAPPING, "1s");
+    // Ingest first (it creates the results group), then the rest.
+    let mut ingest = vec![
+        node(&db, &redis, "ingest", &svc),
+        node(&db, &redis, "ingest", &svc),
+    ];
+    let mut workers: Vec<Node> = (0..3).map(|_| node(&db, &redis, "worker", &svc)).collect();
+    let gateways: Vec<Node> = (0..2).map(|_| node(&db, &redis, "gateway", &svc)).collect();
+    let mut schedulers = vec![
+        node(&db, &redis, "scheduler", &svc),
+        node(&db, &redis, "scheduler", &svc),
+    ];
+    // Two clients per gateway: everything, and only the flapping services.
+    let mut clients: Vec<(Ws, bool, Vec<(u64, String, String)>)> = Vec::new();
+    for g in &gateways {
+        for flap_only in [false, true] {
+            let mut ws = Ws::connect(g.rw.addr);
+            let filter = if flap_only {
+                r#","filter":{"tags":["flap"]}"#
+            } else {
+                ""
+            };
+            ws.subscribe(&format!(r#"{{"op":"subscribe","since":0{filter}}}"#));
+            clients.push((ws, flap_only, Vec::new()));
+        }
+    }
+    let mut pump = |clients: &mut Vec<(Ws, bool, Vec<(u64, String, String)>)>, d: Duration| {
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline {
+            for (ws, _, seen) in clients.iter_mut() {
+                watch(ws, Duration::from_millis(50), seen);
+            }
+        }
+    };
+    // Warm-up: every service has a stored status.
+    assert!(
+        eventually(LONG, || gateways[0]
+            .rw
+            .metric("ringwatch_services{status=\"up\"}")
+            == SERVICES as f64),
+        "cluster did not warm up:\n{}",
+        ingest[0].rw.stderr_text()
+    );
+    let t0 = ringwatch::model::UnixMillis::now().0 + 1000;
+    let flip = |target: &Target| {
+        let s = target.status.load(Ordering::Relaxed);
+        target
+            .status
+            .store(if s == 200 { 500 } else { 200 }, Ordering::Relaxed);
+    };
+    let steps: [&str; 5] = ["worker", "scheduler", "ingest", "redis", "none"];
+    for step in steps {
+        flip(&target);
+        pump(&mut clients, Duration::from_millis(1500));
+        match step {
+            "worker" => drop(workers.remove(0)),
+            "scheduler" => {
+                let active = schedulers
+                    .iter()
+                    .position(|n| n.rw.metric("ringwatch_cluster_lease_held") == 1.0)
+                    .expect("an active scheduler");
+                drop(schedulers.remove(active));
+            }
+            "ingest" => drop(ingest.remove(0)),
+            "redis" => {
+                redis.down();
+                pump(&mut clients, Duration::from_millis(1000));
+                redis.up();
+            }
+            _ => {}
+        }
+        pump(&mut clients, Duration::from_millis(1500));
+    }
+    let t1 = ringwatch::model::UnixMillis::now().0 - 3000;
+    // Quiescence: every stored transition reached every client that wants it.
+    let settled = eventually(LONG, || {
+        pump(&mut clients, Duration::from_millis(200));
+        let max =
+            common::pg::scalar(&db.url, "SELECT COALESCE(MAX(seq), 0) FROM transitions") as u64;
+        clients
+            .iter()
+            .all(|(_, flap_only, seen)| *flap_only || seen.last().is_some_and(|l| l.0 == max))
+    });
+    let live: Vec<&Node> = ingest
+        .iter()
+        .chain(&workers)
+        .chain(&gateways)
+        .chain(&schedulers)
+        .collect();
+    let expired = total(
+        &live,
+        "ringwatch_cluster_jobs_expired_total{stage=\"dispatch\"}",
+    ) + total(
+        &live,
+        "ringwatch_cluster_jobs_expired_total{stage=\"worker\"}",
+    );
+    assert!(settled, "clients did not catch up");
+    let store = stored(&db);
+    assert_consistent(&store);
+    assert!(
+        store.len() >= FLAPPING * 4,
+        "too few transitions: {}",
+        store.len()
+    );
+    for (_, flap_only, seen) in &clients {
+        let want: Vec<u64> = store
+            .iter()
+            .filter(|(_, (s, _, _))| !flap_only || s.starts_with("flap"))
+            .map(|(q, _)| *q)
+            .collect();
+        let got: Vec<u64> = seen.iter().map(|s| s.0).collect();
+        assert_eq!(
+            got, want,
+            "a client missed, repeated or reordered transitions"
+        );
+    }
+    // Every planned slot in [t0, t1] has exactly one stored result, or is counted expired.
+    let interval = Duration::from_secs(1);
+    let mut planned = 0i64;
+    for i in 0..SERVICES {
+        let name = if i < FLAPPING {
+            format!("flap{i}")
+        } else {
+            format!("ok{}", i - FLAPPING)
+        };
+        let id = ringwatch::model::ServiceId::from_name(&name);
+        let phase = ringwatch::pipeline::sched::phase(id, interval);
+        let first = ringwatch::pipeline::sched::slot_after(
+            ringwatch::model::UnixMillis(t0 - 1),
+            phase,
+            interval,
+        )
+        .0;
+        let slots = if first <= t1 {
+            (t1 - first) / 1000 + 1
+        } else {
+            0
+        };
+        planned += slots;
+        let off_grid = common::pg::scalar(
+            &db.url,
+            &format!(
+                "SELECT COUNT(*) FROM results WHERE service_id = {} AND (scheduled_at - {phase}) % 1000 <> 0",
+                id.get()
+            ),
+        );
+        assert_eq!(off_grid, 0, "{name} has results off its grid of slots");
+    }
+    let stored_slots = common::pg::scalar(
+        &db.url,
+        &format!(
+            "SELECT COUNT(*) FROM results WHERE scheduled_at >= {t0} AND scheduled_at <= {t1}"
+        ),
+    );
+    let missing = planned - stored_slots;
+    eprintln!(
+        "slots planned {planned}, stored {stored_slots}, missing {missing}, counted expired {expired}; transitions {}",
+        store.len()
+    );
+    assert!(
+        missing >= 0,
+        "more results than slots: {stored_slots} of {planned}"
+    );
+    assert!(
+        (missing as f64) <= expired,
+        "{missing} of {planned} slots have no result but only {expired} jobs were counted expired"
+    );
+    assert!(
+        missing * 5 < planned,
+        "too many slots lost: {missing} of {planned}"
+    );
+    for n in live {
+        let _ = n.rw.get("/readyz");
+    }
+}

@@ -48,7 +48,7 @@ fn services(t: &Target, flapping: usize, steady: usize, interval: &str) -> Strin
 }
 
 /// Transitions as a client saw them: seq -> (service, to).
-fn watch(ws: &mut Ws, d: Duration, seen: &mut Vec<(u64, String, String)>) {
+fn watch(ws: &mut Ws, d: Duration, seen: &mut Seen) {
     let deadline = Instant::now() + d;
     while Instant::now() < deadline {
         let Some(m) = ws.next_json(Duration::from_millis(100)) else {
@@ -146,6 +146,12 @@ fn one_node_in_every_role_streams_stores_and_serves() {
     let _ = Path::new(".");
 }
 
+/// A transition as a client saw it: (seq, service, to).
+type Seen = Vec<(u64, String, String)>;
+
+/// A client: its socket, whether it asked only for the flapping services, what it saw.
+type Client = (Ws, bool, Seen);
+
 /// A cluster process of the fault test.
 struct Node {
     rw: Ringwatch,
@@ -193,7 +199,7 @@ fn a_cluster_loses_nothing_when_processes_die_and_redis_restarts() {
         node(&db, &redis, "scheduler", &svc),
     ];
     // Two clients per gateway: everything, and only the flapping services.
-    let mut clients: Vec<(Ws, bool, Vec<(u64, String, String)>)> = Vec::new();
+    let mut clients: Vec<Client> = Vec::new();
     for g in &gateways {
         for flap_only in [false, true] {
             let mut ws = Ws::connect(g.rw.addr);
@@ -206,7 +212,7 @@ fn a_cluster_loses_nothing_when_processes_die_and_redis_restarts() {
             clients.push((ws, flap_only, Vec::new()));
         }
     }
-    let mut pump = |clients: &mut Vec<(Ws, bool, Vec<(u64, String, String)>)>, d: Duration| {
+    let pump = |clients: &mut Vec<Client>, d: Duration| {
         let deadline = Instant::now() + d;
         while Instant::now() < deadline {
             for (ws, _, seen) in clients.iter_mut() {

@@ -361,3 +361,84 @@ fn a_cluster_loses_nothing_when_processes_die_and_redis_restarts() {
         let _ = n.rw.get("/readyz");
     }
 }
+
+#[test]
+fn a_node_keeps_retrying_while_redis_is_away_and_says_so() {
+    let target = Target::start();
+    let mut redis = PrivateRedis::start();
+    redis.down();
+    let db = PgDb::create();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let cfg = node_config(port, &db, &redis, "all", &services(&target, 0, 2, "500ms"));
+    let mut rw = Ringwatch::spawn_in(dir.path(), port, &cfg);
+    assert!(
+        eventually(LONG, || http_get(rw.addr, "/readyz").is_ok_and(
+            |(code, body)| code == 503 && body.contains("redis unavailable")
+        )),
+        "readyz did not report redis:\n{}",
+        rw.stderr_text()
+    );
+    assert_eq!(rw.metric("ringwatch_cluster_redis_up"), 0.0);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        rw.child.try_wait().expect("wait").is_none(),
+        "the node exited"
+    );
+    assert!(
+        rw.stderr_text().contains("cannot reach redis"),
+        "{}",
+        rw.stderr_text()
+    );
+    redis.up();
+    assert!(
+        eventually(LONG, || http_get(rw.addr, "/readyz")
+            .is_ok_and(|(c, _)| c == 200)),
+        "the node did not recover:\n{}",
+        rw.stderr_text()
+    );
+    assert!(eventually(LONG, || rw
+        .metric("ringwatch_services{status=\"up\"}")
+        == 2.0));
+    assert!(rw.terminate().success());
+}
+
+#[test]
+fn a_service_registered_on_any_node_is_probed_within_an_interval() {
+    let target = Target::start();
+    let redis = PrivateRedis::start();
+    let db = PgDb::create();
+    let core = node(&db, &redis, "scheduler,worker,ingest", "");
+    let edge = node(&db, &redis, "gateway", "");
+    let body = format!(
+        r#"{{"name":"late","url":"{}","interval":"1s","timeout":"500ms"}}"#,
+        target.url("/ok")
+    );
+    let (code, text) = http_request(
+        edge.rw.addr,
+        &format!(
+            "POST /api/v1/services HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .expect("post");
+    assert_eq!(code, 201, "{text}");
+    let created = Instant::now();
+    // The scheduler on the other node picks it up, a worker probes it, ingest judges it, and
+    // the node it was registered on shows the status it did not decide itself.
+    assert!(
+        eventually(LONG, || {
+            let (_, b) = edge.rw.get("/api/v1/services/late");
+            serde_json::from_str::<Value>(&b).is_ok_and(|v| v["status"] == "up")
+        }),
+        "not picked up:\n{}",
+        core.rw.stderr_text()
+    );
+    let results = common::pg::scalar(&db.url, "SELECT COUNT(*) FROM results");
+    assert!(results >= 1);
+    eprintln!(
+        "registered to up through the cluster in {:?}",
+        created.elapsed()
+    );
+    assert!(created.elapsed() < Duration::from_secs(10));
+}

@@ -52,6 +52,22 @@ impl Health {
         }
     }
 
+    /// A service's health as a store kept it, runs of consecutive results included (cluster
+    /// ingest keeps it in a row and judges on).
+    pub fn from_parts(status: Status, since: UnixMillis, ok_run: u32, fail_run: u32) -> Self {
+        Health {
+            status,
+            since,
+            ok_run,
+            fail_run,
+        }
+    }
+
+    /// The runs of consecutive successes and failures, for a store to keep.
+    pub fn runs(&self) -> (u32, u32) {
+        (self.ok_run, self.fail_run)
+    }
+
     /// Folds one result in; returns the change when a threshold is crossed.
     pub fn observe(
         &mut self,

@@ -3,20 +3,23 @@
 //!
 //! Every node with the scheduler role plans every slot (the slots are deterministic, so they
 //! all plan the same ones); only the lease holder writes them. A standby keeps the slots it
-//! planned during the last two lease TTLs: when it takes over, it sends those whose deadline
-//! has not passed, so the slots a dead holder planned but never sent are still probed (a slot
-//! sent twice is probed twice and stored once). Slots whose deadline passed first are counted
-//! as expired at dispatch, like jobs that could not be sent while Redis was away.
+//! planned during the last `window`. When it takes over, it reads back the jobs written during
+//! that window and reconciles: a slot already written is dropped, one whose deadline has not
+//! passed is written (so the slots a dead holder planned but never sent are still probed), and
+//! one whose deadline passed before anyone wrote it is counted as expired at dispatch, like
+//! jobs that could not be written while Redis was away. So every planned slot is either written
+//! or counted.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use redis::Value;
 
 use super::link::{pause, Link, RETRY_PAUSE};
-use super::{RemoteError, JOBS, LEASE};
-use crate::model::UnixMillis;
+use super::{reply, RemoteError, JOBS, LEASE};
+use crate::model::{ServiceId, UnixMillis};
 use crate::pipeline::seam::Dispatch;
 use crate::rt::outbox::Inbox;
 use crate::wire::entry::{JobEntry, SpecWire};
@@ -71,11 +74,10 @@ impl Dispatcher {
         loop {
             self.held.extend(self.inbox.rx.try_iter());
             let holder = self.link.counters.lease_held.load(Ordering::Acquire);
-            if holder && !self.was_holder {
-                self.take_over();
+            if !holder {
+                self.was_holder = false;
             }
-            self.was_holder = holder;
-            self.expire(holder);
+            self.expire(holder && self.was_holder);
             if !holder || self.held.is_empty() {
                 tokio::time::sleep(IDLE).await;
                 continue;
@@ -84,7 +86,12 @@ impl Dispatcher {
                 Some(c) => c,
                 None => self.link.connect("dispatch", Duration::from_secs(5)).await,
             };
-            match self.send(&mut c).await {
+            let step = if self.was_holder {
+                self.send(&mut c).await
+            } else {
+                self.take_over(&mut c).await
+            };
+            match step {
                 Ok(()) => con = Some(c),
                 Err(e) => {
                     self.link.failed("dispatch", &e);
@@ -94,21 +101,48 @@ impl Dispatcher {
         }
     }
 
-    /// Just became the holder: what the standby kept is sent (counted as backfill).
-    fn take_over(&mut self) {
-        let n = self.held.len() as u64;
-        self.link
-            .counters
-            .backfilled
-            .fetch_add(n, Ordering::Relaxed);
+    /// Just became the holder: reconciles what the standby kept with what the jobs stream
+    /// holds (see the module doc).
+    async fn take_over(&mut self, c: &mut MultiplexedConnection) -> Result<(), RemoteError> {
+        let Some(oldest) = self.held.iter().map(|d| d.scheduled_at.0).min() else {
+            self.was_holder = true;
+            return Ok(());
+        };
+        // Jobs are written at or after their slot, so entry ids (ms) from the oldest held slot
+        // on cover every job written for the held slots.
+        let written = written_since(c, oldest).await?;
+        let now = UnixMillis::now();
+        let (mut backfill, mut expired, mut present) = (0u64, 0u64, 0u64);
+        self.held.retain(|d| {
+            if written.contains(&(d.spec.id, d.scheduled_at.0)) {
+                present += 1;
+                false
+            } else if d.deadline.0 < now.0 {
+                expired += 1;
+                false
+            } else {
+                backfill += 1;
+                true
+            }
+        });
+        let counters = &self.link.counters;
+        counters.backfilled.fetch_add(backfill, Ordering::Relaxed);
+        counters
+            .expired_dispatch
+            .fetch_add(expired, Ordering::Relaxed);
         tracing::info!(
-            jobs = n,
-            "takeover: re-sending the slots planned during the last lease window"
+            already_written = present,
+            backfill,
+            expired,
+            "takeover: slots of the last window reconciled with the jobs stream"
         );
+        self.was_holder = true;
+        Ok(())
     }
 
-    /// Drops what can no longer be useful: past its deadline (counted when this node should
-    /// have sent it), or, on a standby, older than the takeover window (the holder sent it).
+    /// Drops what can no longer be useful: as the holder, jobs past their deadline (counted:
+    /// this node should have sent them); as a standby, slots older than the takeover window
+    /// (a takeover after that long would not know whether they were written).
     fn expire(&mut self, holder: bool) {
         let now = UnixMillis::now();
         let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
@@ -116,7 +150,7 @@ impl Dispatcher {
             let stale = if holder {
                 front.deadline.0 < now.0
             } else {
-                front.scheduled_at.0 < now.0 - window || front.deadline.0 < now.0
+                front.scheduled_at.0 < now.0 - window
             };
             if !stale {
                 break;
@@ -178,5 +212,37 @@ impl Dispatcher {
             .dispatched
             .fetch_add(n as u64, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// The (service, slot) of every job written to the stream since `from_ms`.
+async fn written_since(
+    c: &mut MultiplexedConnection,
+    from_ms: i64,
+) -> Result<HashSet<(ServiceId, i64)>, RemoteError> {
+    const PAGE: usize = 4096;
+    let mut out = HashSet::new();
+    let mut start = format!("{}-0", from_ms.max(0));
+    loop {
+        let v: Value = redis::cmd("XRANGE")
+            .arg(JOBS)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(c)
+            .await?;
+        let entries = reply::entries("XRANGE", &v)?;
+        for e in &entries {
+            if let Ok(job) = serde_json::from_slice::<JobEntry>(e.payload()) {
+                if let Ok(spec) = crate::model::ServiceSpec::try_from(job.spec) {
+                    out.insert((spec.id, job.scheduled_at));
+                }
+            }
+        }
+        match entries.last() {
+            Some(last) if entries.len() == PAGE => start = format!("({}", last.id),
+            _ => return Ok(out),
+        }
     }
 }

@@ -333,13 +333,10 @@ impl Transport {
                 self.link.clone(),
                 c.lease_ttl,
             )));
-            let d = Dispatcher::new(
-                self.link.clone(),
-                inbox,
-                c.batch,
-                c.stream_maxlen,
-                c.lease_ttl * 2,
-            );
+            // The takeover window: a few lease TTLs, and at least long enough to ride out a
+            // short Redis outage during which nobody could hold the lease.
+            let window = (c.lease_ttl * 4).max(Duration::from_secs(10));
+            let d = Dispatcher::new(self.link.clone(), inbox, c.batch, c.stream_maxlen, window);
             tasks.push(tokio::task::spawn_local(d.run()));
         }
         if let Some(inbox) = self.results {

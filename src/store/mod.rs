@@ -365,12 +365,7 @@ pub fn open_ingest(cfg: &StorageConfig) -> Result<Box<dyn IngestStore>, StoreErr
             what: path.display().to_string(),
             reason: "cluster ingest needs storage.kind: postgres".into(),
         }),
-        // The schema has what it needs (service_state, seq_counter); the transaction that
-        // judges and numbers is the next issue's.
-        StorageKind::Postgres(pg) => Err(StoreError::Open {
-            what: pg.redacted_url(),
-            reason: "cluster ingest on postgres is not built yet".into(),
-        }),
+        StorageKind::Postgres(pg) => Ok(Box::new(postgres::PgIngest::open(pg)?)),
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -265,6 +266,13 @@ impl Ringwatch {
     /// Writes `config` into `dir/ringwatch.yaml` and starts the server on `port`, waiting until
     /// `/readyz` says ready.
     pub fn start_in(dir: &Path, port: u16, config: &str) -> Ringwatch {
+        let mut rw = Ringwatch::spawn_in(dir, port, config);
+        rw.wait_ready();
+        rw
+    }
+
+    /// Like `start_in`, without waiting for `/readyz` (a node waiting for a server).
+    pub fn spawn_in(dir: &Path, port: u16, config: &str) -> Ringwatch {
         let path = dir.join("ringwatch.yaml");
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(bin())
@@ -283,15 +291,13 @@ impl Ringwatch {
                 lines.lock().expect("lock").push(line);
             }
         });
-        let mut rw = Ringwatch {
+        Ringwatch {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir: dir.to_path_buf(),
             config: path,
             stderr,
-        };
-        rw.wait_ready();
-        rw
+        }
     }
 
     fn wait_ready(&mut self) {

@@ -258,3 +258,12 @@ impl Drop for PrivatePg {
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
+
+/// The first row of `sql` as text columns.
+pub fn text_row(url: &str, sql: &str) -> Vec<String> {
+    let rows = run(url, |c| async move { c.query(sql, &[]).await }).expect(sql);
+    let row = rows.first().unwrap_or_else(|| panic!("no row: {sql}"));
+    (0..row.len())
+        .map(|i| row.try_get::<_, String>(i).unwrap_or_default())
+        .collect()
+}

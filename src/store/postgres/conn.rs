@@ -285,6 +285,50 @@ impl Conn {
     }
 }
 
+/// A future borrowing the client for the length of a transaction.
+pub(super) type ClientFuture<'c, T> =
+    std::pin::Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + 'c>>;
+
+impl Conn {
+    /// Runs `f` with exclusive access to the client (a transaction), bounded by the query
+    /// timeout. Not retried here: a transaction that failed is retried by its caller as a
+    /// whole; a lost session is dropped so the next call reconnects.
+    pub(super) fn exclusive<T, F>(&mut self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut Client) -> ClientFuture<'c, T>,
+    {
+        self.connect()?;
+        let limit = self.query_timeout;
+        let Conn { rt, session, .. } = self;
+        let Some(client) = session.as_mut().and_then(|s| Arc::get_mut(&mut s.client)) else {
+            *session = None;
+            return Err(StoreError::Io {
+                op,
+                reason: "connection in use or lost".into(),
+            });
+        };
+        match rt.block_on(async { tokio::time::timeout(limit, f(client)).await }) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if connection_lost(&e) || session.as_ref().is_none_or(|s| s.client.is_closed()) {
+                    *session = None;
+                }
+                Err(StoreError::Io {
+                    op,
+                    reason: describe(&e),
+                })
+            }
+            Err(_) => {
+                *session = None;
+                Err(StoreError::Io {
+                    op,
+                    reason: format!("no answer within {limit:?} (storage.query_timeout)"),
+                })
+            }
+        }
+    }
+}
+
 /// Why one attempt failed: a closed connection is worth one immediate retry.
 enum Failure {
     Closed(String),

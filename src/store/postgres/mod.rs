@@ -11,6 +11,7 @@
 //! `results` and dropping them). `docs/storage.md` describes the schema.
 
 mod conn;
+mod ingest;
 mod migrate;
 mod partitions;
 mod read;
@@ -18,6 +19,7 @@ mod write;
 
 use std::cell::RefCell;
 
+pub use ingest::PgIngest;
 pub use migrate::{latest_version, MigrationReport};
 
 use self::conn::Conn;

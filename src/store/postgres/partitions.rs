@@ -75,6 +75,29 @@ pub(super) struct Partitions {
     loaded: bool,
 }
 
+/// Creates the partitions of today, the next days and `days` that `known` does not know to
+/// exist (the writer's and ingest's connections each keep their own `known`).
+pub(super) fn ensure(
+    conn: &mut super::conn::Conn,
+    known: &mut Partitions,
+    days: &[i64],
+) -> Result<(), crate::store::StoreError> {
+    if known.needs_load() {
+        let listed = conn.run("list partitions", |c| async move { list(&c).await })?;
+        known.loaded(listed.into_iter().map(|(d, _)| d));
+    }
+    let missing = known.missing(day_of(crate::model::UnixMillis::now().0), days);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let m = &missing;
+    conn.run("create partitions", |c| async move { create(&c, m).await })?;
+    for d in missing {
+        known.created(d);
+    }
+    Ok(())
+}
+
 impl Partitions {
     /// Forgets what it knew (after an insert found a partition missing).
     pub(super) fn reset(&mut self) {

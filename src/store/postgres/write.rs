@@ -234,26 +234,7 @@ impl<'a> Columns<'a> {
 impl PgWriter {
     /// Creates the partitions of today, the next days and `days` that are not known to exist.
     fn ensure_partitions(&mut self, days: &[i64]) -> Result<(), StoreError> {
-        if self.partitions.needs_load() {
-            let listed =
-                self.conn.run(
-                    "list partitions",
-                    |c| async move { partitions::list(&c).await },
-                )?;
-            self.partitions.loaded(listed.into_iter().map(|(d, _)| d));
-        }
-        let missing = self.partitions.missing(day_of(UnixMillis::now().0), days);
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let m = &missing;
-        self.conn.run("create partitions", |c| async move {
-            partitions::create(&c, m).await
-        })?;
-        for d in missing {
-            self.partitions.created(d);
-        }
-        Ok(())
+        partitions::ensure(&mut self.conn, &mut self.partitions, days)
     }
 
     fn append_columns(&mut self, cols: &Columns<'_>) -> Result<(), StoreError> {

@@ -101,6 +101,10 @@ impl ServiceView {
         obj.insert("paused".into(), self.spec.paused.into());
         obj.insert("status".into(), self.status.as_str().into());
         obj.insert("status_since".into(), self.since.to_rfc3339().into());
+        obj.insert(
+            "revision".into(),
+            format!("{:016x}", self.spec.revision()).into(),
+        );
         Value::Object(obj)
     }
 }

@@ -156,18 +156,21 @@ async fn create<H: Host>(host: &H, spec: Arc<ServiceSpec>) -> Reply {
             field: Some("name".into()),
         });
     }
-    if !host.api_local().reserve(id) {
-        return Err(in_flight(id));
-    }
-    let written = host
-        .registry()
-        .write(RegistryWrite::Upsert(spec.clone()))
-        .await;
-    host.api_local().release(id);
-    written.map_err(store_failed)?;
+    persist(host, id, RegistryWrite::Upsert(spec.clone())).await?;
     let created = ServiceRef::name(&spec.name);
     host.put(spec);
     found(host, &created)
+}
+
+/// Writes `w` to the registry on the writer thread, with the service's id reserved so two
+/// changes to one service cannot interleave across the round trip.
+async fn persist<H: Host>(host: &H, id: ServiceId, w: RegistryWrite) -> Result<(), ApiError> {
+    if !host.api_local().reserve(id) {
+        return Err(in_flight(id));
+    }
+    let written = host.registry().write(w).await;
+    host.api_local().release(id);
+    written.map_err(store_failed)
 }
 
 /// `Op::Delete`: API services only; removed once the store has marked it deleted.
@@ -177,12 +180,7 @@ async fn delete<H: Host>(host: &H, r: &ServiceRef) -> Reply {
     if cur.spec.source == Source::Config {
         return Err(config_owned(&cur.spec));
     }
-    if !host.api_local().reserve(id) {
-        return Err(in_flight(id));
-    }
-    let written = host.registry().write(RegistryWrite::Delete(id)).await;
-    host.api_local().release(id);
-    written.map_err(store_failed)?;
+    persist(host, id, RegistryWrite::Delete(id)).await?;
     host.remove(id);
     Ok(Vec::new())
 }
@@ -197,15 +195,7 @@ fn in_flight(id: ServiceId) -> ApiError {
 
 async fn persist_and_put<H: Host>(host: &H, r: &ServiceRef, spec: Arc<ServiceSpec>) -> Reply {
     let id = spec.id;
-    if !host.api_local().reserve(id) {
-        return Err(in_flight(id));
-    }
-    let written = host
-        .registry()
-        .write(RegistryWrite::Upsert(spec.clone()))
-        .await;
-    host.api_local().release(id);
-    written.map_err(store_failed)?;
+    persist(host, id, RegistryWrite::Upsert(spec.clone())).await?;
     // The service may have been deleted while the write ran; a patch must not revive it.
     if host.view(id).is_none() {
         return Err(not_found(r));

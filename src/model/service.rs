@@ -219,13 +219,28 @@ impl ServiceSpec {
     /// Most redirects a service may follow: every hop is a request inside the one probe
     /// timeout, and real chains are 1-3 hops (http -> https -> canonical host -> path).
     pub const MAX_REDIRECTS: u8 = 10;
-}
 
-impl ServiceSpec {
+    /// The definition's revision: a 64-bit FNV-1a hash of every field, so equal definitions
+    /// have equal revisions on every node and any change of any field (even one the JSON
+    /// object leaves out, like phase timeouts) gives a new one. Shown by the API; a cluster
+    /// worker keeps a plan per service while its job's definition keeps its revision.
+    pub fn revision(&self) -> u64 {
+        // `Debug` lists every field in declaration order, deterministically (derived), so a
+        // field added later takes part without anyone remembering it.
+        let text = format!("{self:?}");
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+
     /// The user-visible definition as JSON: the same object as in the config file and the REST
     /// API (`name, url, method, headers, body, interval, timeout, tags, expect,
-    /// follow_redirects, failure_threshold, success_threshold, paused`). The id, source and TLS settings are not
-    /// part of it; a body that is not UTF-8 is written lossily, as the API only accepts text.
+    /// follow_redirects, failure_threshold, success_threshold, paused`). The id, source and TLS
+    /// settings are not part of it; a body that is not UTF-8 is written lossily, as the API
+    /// only accepts text.
     pub fn definition_json(&self) -> serde_json::Value {
         use serde_json::{Map, Value};
         let headers: Map<String, Value> = self
@@ -292,6 +307,44 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revision_changes_with_any_field_and_only_then() {
+        let a = ServiceSpec {
+            id: ServiceId::from_name("a"),
+            name: "a".into(),
+            target: Target {
+                scheme: Scheme::Http,
+                host: "h".into(),
+                port: 80,
+                path: "/".into(),
+            },
+            url: "http://h/".into(),
+            method: Method::Get,
+            headers: Vec::new(),
+            body: None,
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(1),
+            phase_timeouts: PhaseTimeouts {
+                connect: Duration::from_secs(1),
+                tls: Duration::from_secs(1),
+                head: Duration::from_secs(1),
+            },
+            jitter: 0.1,
+            tags: Vec::new(),
+            expect: Expect::default(),
+            failure_threshold: NonZeroU32::MIN,
+            success_threshold: NonZeroU32::MIN,
+            paused: false,
+            tls: None,
+            max_body_bytes: 1024,
+            source: Source::Config,
+        };
+        let mut b = a.clone();
+        assert_eq!(a.revision(), b.revision());
+        b.phase_timeouts.connect = Duration::from_secs(2);
+        assert_ne!(a.revision(), b.revision());
+    }
 
     #[test]
     fn status_ranges_contain_and_print() {

@@ -153,16 +153,7 @@ impl Shard {
         let started_at = UnixMillis::now();
         let scheduled_at = UnixMillis(started_at.0 - lag.as_millis() as i64);
         let report = self.prober.probe_planned(&plan, start).await;
-        let result = ProbeResult {
-            service_id: plan.id,
-            scheduled_at,
-            started_at,
-            timings: report.timings,
-            status_code: report.status_code,
-            bytes: report.bytes,
-            error_kind: report.error.as_ref().map(|e| e.kind()),
-            error: report.error.as_ref().map(|e| e.to_string()),
-        };
+        let result = result_of(&plan, &report, scheduled_at, started_at);
         // The probe's own end reading serves as "now" (no further clock reads per probe).
         let ended = Ended {
             born: start + report.timings.total,
@@ -303,5 +294,25 @@ impl Shard {
     pub(super) fn deliver(&self, event: &Arc<Event>) {
         self.stats.borrow_mut().front.events_received += 1;
         self.hub.deliver(event);
+    }
+}
+
+/// The stored result of a probe of `plan` planned for `scheduled_at` that started at
+/// `started_at` and reported `report`.
+pub(super) fn result_of(
+    plan: &Plan,
+    report: &crate::probe::ProbeReport,
+    scheduled_at: UnixMillis,
+    started_at: UnixMillis,
+) -> ProbeResult {
+    ProbeResult {
+        service_id: plan.id,
+        scheduled_at,
+        started_at,
+        timings: report.timings,
+        status_code: report.status_code,
+        bytes: report.bytes,
+        error_kind: report.error.as_ref().map(|e| e.kind()),
+        error: report.error.as_ref().map(|e| e.to_string()),
     }
 }

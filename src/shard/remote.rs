@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::Shard;
-use crate::model::{ProbeResult, ServiceSpec, UnixMillis};
+use crate::model::{ServiceSpec, UnixMillis};
 use crate::pipeline::seam::{Forwarded, ResultRoute};
 use crate::probe::plan::Plan;
 use crate::remote::RemoteJob;
@@ -39,16 +39,7 @@ impl Shard {
         let start = Instant::now();
         let started_at = UnixMillis::now();
         let report = self.prober.probe_planned(&plan, start).await;
-        let result = ProbeResult {
-            service_id: plan.id,
-            scheduled_at: job.scheduled_at,
-            started_at,
-            timings: report.timings,
-            status_code: report.status_code,
-            bytes: report.bytes,
-            error_kind: report.error.as_ref().map(|e| e.kind()),
-            error: report.error.as_ref().map(|e| e.to_string()),
-        };
+        let result = super::probing::result_of(&plan, &report, job.scheduled_at, started_at);
         self.inflight.set(self.inflight.get().saturating_sub(1));
         self.probe_done.notify();
         // Schedule lag across the cluster: from the planned slot to this start.

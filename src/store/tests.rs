@@ -135,6 +135,18 @@ impl StoreWriter for GatedStore {
     }
 }
 
+/// A gated store on `path`, the gate (drop it to open) and the append announcements.
+fn gated(path: &Path) -> (GatedStore, Sender<()>, Receiver<()>) {
+    let (gate_tx, gate_rx) = bounded::<()>(0);
+    let (entered_tx, entered_rx) = bounded(1);
+    let store = GatedStore {
+        inner: sqlite(path),
+        gate: gate_rx,
+        entered: entered_tx,
+    };
+    (store, gate_tx, entered_rx)
+}
+
 /// A real SqliteStore whose first `fail` appends fail (like a full disk), and which records the
 /// size of every batch it is given.
 struct FlakyStore {
@@ -343,13 +355,7 @@ fn batching_writes_all_ten_thousand() {
 fn finish_drains_everything_queued() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rw.db");
-    let (gate_tx, gate_rx) = bounded::<()>(0);
-    let (entered_tx, entered_rx) = bounded(1);
-    let store = GatedStore {
-        inner: sqlite(&path),
-        gate: gate_rx,
-        entered: entered_tx,
-    };
+    let (store, gate_tx, entered_rx) = gated(&path);
     // An hour-long flush interval: only the stop signal can end the writer's wait promptly.
     let c = cfg(&path, 5000, 100, Duration::from_secs(3600));
     let (w, h, _) = Writer::spawn(Box::new(store), &c).unwrap();
@@ -396,13 +402,7 @@ fn finish_is_prompt_when_idle() {
 fn full_queue_drops_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rw.db");
-    let (gate_tx, gate_rx) = bounded::<()>(0);
-    let (entered_tx, entered_rx) = bounded(1);
-    let store = GatedStore {
-        inner: sqlite(&path),
-        gate: gate_rx,
-        entered: entered_tx,
-    };
+    let (store, gate_tx, entered_rx) = gated(&path);
     let c = cfg(&path, 10, 4, Duration::from_millis(5));
     let (w, h, _) = Writer::spawn(Box::new(store), &c).unwrap();
     let sid = ServiceId::from_name("full");
@@ -977,13 +977,7 @@ fn transitions_are_numbered_after_the_stored_maximum_committed_then_published() 
 fn a_full_results_lane_never_costs_a_transition() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("full.db");
-    let (gate_tx, gate_rx) = bounded::<()>(0);
-    let (entered_tx, entered_rx) = bounded(1);
-    let store = GatedStore {
-        inner: sqlite(&path),
-        gate: gate_rx,
-        entered: entered_tx,
-    };
+    let (store, gate_tx, entered_rx) = gated(&path);
     let c = cfg(&path, 4, 4, Duration::from_millis(5));
     let (w, h, _) = Writer::spawn(Box::new(store), &c).unwrap();
     let sid = ServiceId::from_name("flap");
@@ -1017,13 +1011,7 @@ fn a_full_results_lane_never_costs_a_transition() {
 fn a_full_transition_lane_hands_the_transition_back() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lane.db");
-    let (gate_tx, gate_rx) = bounded::<()>(0);
-    let (entered_tx, entered_rx) = bounded(1);
-    let store = GatedStore {
-        inner: sqlite(&path),
-        gate: gate_rx,
-        entered: entered_tx,
-    };
+    let (store, gate_tx, entered_rx) = gated(&path);
     let c = cfg(&path, 4, 4, Duration::from_millis(5));
     let (w, h, _) = Writer::spawn(Box::new(store), &c).unwrap();
     let sid = ServiceId::from_name("stuck");

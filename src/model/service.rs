@@ -338,12 +338,16 @@ mod tests {
             paused: false,
             tls: None,
             max_body_bytes: 1024,
+            follow_redirects: 0,
             source: Source::Config,
         };
         let mut b = a.clone();
         assert_eq!(a.revision(), b.revision());
         b.phase_timeouts.connect = Duration::from_secs(2);
         assert_ne!(a.revision(), b.revision());
+        let mut c = a.clone();
+        c.follow_redirects = 3;
+        assert_ne!(a.revision(), c.revision());
     }
 
     #[test]

@@ -1132,15 +1132,20 @@ fn a_service_id_has_one_shape_everywhere_and_every_route_takes_it() {
     );
     let rw = start(dir.path(), 2, "", &services);
     let a = rw.addr;
-    assert!(eventually(Duration::from_secs(10), || {
-        get(a, "/api/v1/transitions?since=0").json()["items"]
-            .as_array()
-            .is_some_and(|i| !i.is_empty())
-    }));
     let svc = get(a, "/api/v1/services/shop").json();
     let id = svc["id"].as_str().expect("id is a string").to_string();
+    // Transitions are committed at once, results with the next batch: wait for both.
+    let results_path = format!("/api/v1/services/{id}/results?limit=1");
+    assert!(eventually(Duration::from_secs(10), || {
+        let stored = |p: &str| {
+            get(a, p).json()["items"]
+                .as_array()
+                .is_some_and(|i| !i.is_empty())
+        };
+        stored("/api/v1/transitions?since=0") && stored(&results_path)
+    }));
     let transitions = get(a, "/api/v1/transitions?since=0").json();
-    let results = get(a, &format!("/api/v1/services/{id}/results?limit=1")).json();
+    let results = get(a, &results_path).json();
     let per_service = get(a, &format!("/api/v1/services/{id}/transitions")).json();
     // The same string in every response, never a JSON number (2^53 would round it).
     for shown in [

@@ -966,6 +966,11 @@ fn transitions_are_numbered_after_the_stored_maximum_committed_then_published() 
         got.iter().all(|(seq, stored)| *stored >= seq - 40),
         "{got:?}"
     );
+    // `latest` moves right after the batch's publish.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while sp.latest.get() < 44 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(sp.latest.get(), 44);
     sp.writer.finish().unwrap();
     let r = sqlite(&path);

@@ -31,6 +31,10 @@ enum Command {
         /// Override `server.shards` (0 = one per core).
         #[arg(long)]
         shards: Option<usize>,
+        /// Override `server.listen` (IP:port), so processes on one host can share a config
+        /// file; a non-loopback address needs `auth` like the file's own.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
         /// Cluster roles of this process, comma-separated: scheduler, worker, ingest, gateway,
         /// or all (overrides `cluster.roles`; needs a `cluster` section).
         #[arg(long)]
@@ -140,7 +144,8 @@ fn main() -> ExitCode {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("error: {}: {e}", config.display());
+                    // The error names the file already (as for check and run).
+                    eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             };
@@ -159,6 +164,7 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             shards,
+            listen,
             role,
         } => {
             let mut cfg = match Config::load(&config) {
@@ -170,6 +176,12 @@ fn main() -> ExitCode {
             };
             if let Some(n) = shards {
                 cfg.server.shards = n;
+            }
+            if let Some(addr) = listen {
+                if let Err(e) = cfg.set_listen(addr) {
+                    eprintln!("error: --listen: {e}");
+                    return ExitCode::from(2);
+                }
             }
             if let Err(e) = apply_roles(&mut cfg, role.as_deref()) {
                 eprintln!("error: --role: {e}");

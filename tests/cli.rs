@@ -53,7 +53,7 @@ fn check_counts_services_and_shards_in_good_english() {
 
 #[test]
 fn a_missing_config_file_is_named_once_with_the_os_reason() {
-    for cmd in ["check", "run"] {
+    for cmd in ["check", "run", "migrate"] {
         let (code, out, err) = ringwatch(&[cmd, "--config", "/nonexistent/rw.yaml"]);
         assert_eq!(code, 2, "{cmd}: {err}");
         assert_eq!(out, "");
@@ -121,4 +121,27 @@ fn logs_written_to_a_file_have_no_colour_codes() {
         !text.contains("\x1b["),
         "colour codes in a log file:\n{text:?}"
     );
+}
+
+#[test]
+fn run_listen_overrides_the_file_under_the_same_auth_rule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rw.yaml");
+    let path = file.to_str().expect("utf-8 path");
+    std::fs::write(
+        &file,
+        format!("server: {{shards: 1}}\nservices:\n{}", service("a")),
+    )
+    .expect("write");
+    // Loopback in the file, all interfaces on the command line, no auth: refused up front.
+    let (code, out, err) = ringwatch(&["run", "--config", path, "--listen", "0.0.0.0:9"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(out, "");
+    assert!(
+        err.starts_with("error: --listen: auth: server.listen 0.0.0.0:9 is not a loopback"),
+        "{err}"
+    );
+    let (code, _, err) = ringwatch(&["run", "--config", path, "--listen", "localhost:9"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--listen"), "{err}");
 }

@@ -1,6 +1,8 @@
 //! The `auth` section: static bearer tokens, JWT HS256, and the rule that a non-loopback
 //! listener needs one of them (or an explicit opt-out).
 
+use std::net::SocketAddr;
+
 use super::raw::{RawAuth, RawJwt, RawToken};
 use super::validate::{err, Result};
 use super::{AuthConfig, JwtConfig, Scope, ServerConfig, TokenConfig};
@@ -21,17 +23,22 @@ pub(super) fn auth(a: Option<&RawAuth>, server: &ServerConfig) -> Result<AuthCon
         jwt: a.jwt.as_ref().map(jwt).transpose()?,
         allow_unauthenticated: a.allow_unauthenticated.unwrap_or(false),
     };
-    if !cfg.enabled() && !cfg.allow_unauthenticated && !server.listen.ip().is_loopback() {
+    listener_rule(&cfg, server.listen)?;
+    Ok(cfg)
+}
+
+/// A listener on a non-loopback address needs tokens, JWT or `allow_unauthenticated`.
+pub(super) fn listener_rule(cfg: &AuthConfig, listen: SocketAddr) -> Result<()> {
+    if !cfg.enabled() && !cfg.allow_unauthenticated && !listen.ip().is_loopback() {
         return err(
             "auth",
             format!(
-                "server.listen {} is not a loopback address and auth is off: add auth.tokens or \
-                 auth.jwt, or set auth.allow_unauthenticated: true",
-                server.listen
+                "server.listen {listen} is not a loopback address and auth is off: add \
+                 auth.tokens or auth.jwt, or set auth.allow_unauthenticated: true"
             ),
         );
     }
-    Ok(cfg)
+    Ok(())
 }
 
 /// `auth.tokens[i]`: a literal or an environment variable, never both.

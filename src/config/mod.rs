@@ -511,6 +511,15 @@ impl Config {
         })
     }
 
+    /// Moves the listener to `addr` (`ringwatch run --listen`) under the rule the file's
+    /// `server.listen` obeys: a non-loopback address needs auth or
+    /// `auth.allow_unauthenticated`.
+    pub fn set_listen(&mut self, addr: SocketAddr) -> Result<(), ConfigError> {
+        auth::listener_rule(&self.auth, addr)?;
+        self.server.listen = addr;
+        Ok(())
+    }
+
     /// Parses YAML text; `base` is the directory relative paths resolve against.
     pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let opts = serde_saphyr::Options {

@@ -201,6 +201,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let running = if listen.is_some() {
+                running.with_listen_flag()
+            } else {
+                running
+            };
             match running.serve_signals() {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -145,3 +145,59 @@ fn run_listen_overrides_the_file_under_the_same_auth_rule() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--listen"), "{err}");
 }
+
+#[test]
+fn run_listen_serves_there_and_a_reload_does_not_call_it_a_changed_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rw.yaml");
+    let db = dir.path().join("rw.db");
+    std::fs::write(
+        &file,
+        format!(
+            "server: {{listen: 127.0.0.1:9, shards: 1}}\nstorage: {{kind: sqlite, path: '{}'}}\nservices:\n{}",
+            db.display(),
+            service("a")
+        ),
+    )
+    .expect("write");
+    let port = free_port();
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&file)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let ready = eventually(Duration::from_secs(20), || {
+        http_get(addr, "/readyz").is_ok_and(|(c, _)| c == 200)
+    });
+    let pipe = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !lines.iter().any(|l: &String| l.contains("config reloaded"))
+    {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            lines.push(l);
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    lines.extend(rx.iter());
+    let err = lines.join("\n");
+    assert!(ready, "not ready on --listen:\n{err}");
+    assert!(err.contains("config reloaded"), "{err}");
+    assert!(!err.contains("server settings changed"), "{err}");
+}

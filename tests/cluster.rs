@@ -19,13 +19,19 @@ use ws_support::Ws;
 const LONG: Duration = Duration::from_secs(30);
 
 /// A node's config: shared storage and Redis, its own port and roles.
-fn node_config(port: u16, db: &PgDb, redis: &PrivateRedis, roles: &str, services: &str) -> String {
+fn node_config(
+    port: u16,
+    db_url: &str,
+    redis: &PrivateRedis,
+    roles: &str,
+    services: &str,
+) -> String {
     format!(
         "server:\n  listen: 127.0.0.1:{port}\n  shards: 2\n  pin: false\n  shutdown_grace: 3s\n\
 storage:\n  kind: postgres\n  url: \"{}\"\n  flush_interval: 50ms\n\
 cluster:\n  redis: {}\n  roles: [{roles}]\n  node: n{port}\n  lease_ttl: 1s\n  claim_idle: 2s\n  batch: 64\n\
 log:\n  level: info\n  format: text\n{services}",
-        db.url,
+        db_url,
         redis.url()
     )
 }
@@ -104,7 +110,13 @@ fn one_node_in_every_role_streams_stores_and_serves() {
     let db = PgDb::create();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let cfg = node_config(port, &db, &redis, "all", &services(&target, 2, 2, "300ms"));
+    let cfg = node_config(
+        port,
+        &db.url,
+        &redis,
+        "all",
+        &services(&target, 2, 2, "300ms"),
+    );
     let rw = Ringwatch::start_in(dir.path(), port, &cfg);
     assert!(
         eventually(LONG, || rw.metric("ringwatch_services{status=\"up\"}")
@@ -161,7 +173,7 @@ struct Node {
 fn node(db: &PgDb, redis: &PrivateRedis, role: &str, svc: &str) -> Node {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let cfg = node_config(port, db, redis, role, svc).replace("shards: 2", "shards: 1");
+    let cfg = node_config(port, &db.url, redis, role, svc).replace("shards: 2", "shards: 1");
     Node {
         rw: Ringwatch::start_in(dir.path(), port, &cfg),
         _dir: dir,
@@ -370,7 +382,13 @@ fn a_node_keeps_retrying_while_redis_is_away_and_says_so() {
     let db = PgDb::create();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let cfg = node_config(port, &db, &redis, "all", &services(&target, 0, 2, "500ms"));
+    let cfg = node_config(
+        port,
+        &db.url,
+        &redis,
+        "all",
+        &services(&target, 0, 2, "500ms"),
+    );
     let mut rw = Ringwatch::spawn_in(dir.path(), port, &cfg);
     assert!(
         eventually(LONG, || http_get(rw.addr, "/readyz").is_ok_and(
@@ -395,6 +413,67 @@ fn a_node_keeps_retrying_while_redis_is_away_and_says_so() {
         eventually(LONG, || http_get(rw.addr, "/readyz")
             .is_ok_and(|(c, _)| c == 200)),
         "the node did not recover:\n{}",
+        rw.stderr_text()
+    );
+    assert!(eventually(LONG, || rw
+        .metric("ringwatch_services{status=\"up\"}")
+        == 2.0));
+    assert!(rw.terminate().success());
+}
+
+#[test]
+fn a_node_started_while_postgres_is_down_waits_for_it_and_says_so() {
+    let target = Target::start();
+    let redis = PrivateRedis::start();
+    let pg = common::pg::PrivatePg::start();
+    common::pg::exec(&pg.url("postgres"), "CREATE DATABASE rw").expect("create database");
+    pg.down();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let cfg = node_config(
+        port,
+        &pg.url("rw"),
+        &redis,
+        "all",
+        &services(&target, 0, 2, "500ms"),
+    )
+    .replace(
+        "flush_interval: 50ms",
+        "flush_interval: 50ms\n  connect_timeout: 1s",
+    );
+    let mut rw = Ringwatch::spawn_in(dir.path(), port, &cfg);
+    // While the database is away the port answers, and says what it waits for.
+    assert!(
+        eventually(LONG, || http_get(rw.addr, "/readyz").is_ok_and(
+            |(code, body)| code == 503 && body.contains("waiting for the store")
+        )),
+        "readyz did not report the store:\n{}",
+        rw.stderr_text()
+    );
+    assert_eq!(
+        http_get(rw.addr, "/healthz").map(|(c, _)| c).ok(),
+        Some(200)
+    );
+    assert_eq!(rw.metric("ringwatch_store_up"), 0.0);
+    assert!(eventually(LONG, || rw
+        .metric("ringwatch_store_start_failures_total")
+        >= 2.0));
+    assert!(
+        rw.child.try_wait().expect("wait").is_none(),
+        "the node exited:\n{}",
+        rw.stderr_text()
+    );
+    assert!(
+        rw.stderr_text()
+            .contains("store unreachable at start; retrying"),
+        "{}",
+        rw.stderr_text()
+    );
+    pg.up();
+    assert!(
+        eventually(LONG, || http_get(rw.addr, "/readyz")
+            .is_ok_and(|(c, _)| c == 200)),
+        "the node did not start once postgres was back:\n{}",
         rw.stderr_text()
     );
     assert!(eventually(LONG, || rw

@@ -57,7 +57,7 @@ fn start_fails_with_one_line_naming_an_unreachable_or_silent_server() {
     assert_eq!(code, Some(1), "{err}");
     let line = last_line(&err);
     assert!(
-        line.starts_with("error: cannot open store postgres://rw@127.0.0.1:"),
+        line.starts_with("error: cannot reach store postgres://rw@127.0.0.1:"),
         "{err}"
     );
     assert!(line.contains("refused"), "{err}");

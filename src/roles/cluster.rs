@@ -133,11 +133,21 @@ pub fn start(mut cfg: Config, config_path: &std::path::Path) -> Result<Running, 
     let lock = super::instance::InstanceLock::acquire(cfg.server.listen, &cfg.storage)?;
     let node = node_name(&cluster, cfg.server.listen);
     let mesh = Mesh::new(n, MESH_CAPACITY);
-    let mut backend = store::open(&cfg.storage)?;
-    backend.sync_services(&cfg.services)?;
-    // The writer serves API registry writes; results and transitions go through ingest.
-    let (writer, handle, info) = Writer::spawn(backend, &cfg.storage)?;
-    let stored = open_reader(&cfg)?;
+    // PostgreSQL away at start is waited for (with /readyz saying so), never a reason to exit.
+    let (writer, handle, info, stored, ingest) =
+        super::waiting::retry_store(&cfg.server, &cfg.auth, || {
+            let mut backend = store::open(&cfg.storage)?;
+            backend.sync_services(&cfg.services)?;
+            // The writer serves API registry writes; results and transitions go through ingest.
+            let (writer, handle, info) = Writer::spawn(backend, &cfg.storage)?;
+            let stored = open_reader(&cfg)?;
+            let ingest = if cluster.roles.ingest {
+                Some(super::ingest::open(&cfg)?)
+            } else {
+                None
+            };
+            Ok((writer, handle, info, stored, ingest))
+        })?;
     let counters = Arc::new(ClusterCounters::default());
     let (cluster_handle, asks) = ClusterHandle::new(
         counters.clone(),
@@ -172,7 +182,7 @@ pub fn start(mut cfg: Config, config_path: &std::path::Path) -> Result<Running, 
         node: &node,
         shared: &shared,
     };
-    let (threads, failure, parts) = wiring.wire(link, stored, asks, latest)?;
+    let (threads, failure, parts) = wiring.wire(link, stored, ingest, asks, latest)?;
     let running = Running {
         _lock: lock,
         shared,
@@ -180,6 +190,7 @@ pub fn start(mut cfg: Config, config_path: &std::path::Path) -> Result<Running, 
         writer,
         config_path: config_path.to_path_buf(),
         listen: cfg.server.listen,
+        listen_from_flag: false,
         cluster: Some(parts),
     };
     if let Some(e) = failure {
@@ -206,6 +217,7 @@ impl Wiring<'_> {
         &self,
         link: Link,
         stored: super::standalone::Stored,
+        ingest: Option<super::ingest::IngestConns>,
         asks: Receiver<futures_channel::oneshot::Sender<remote::ClusterSnapshot>>,
         latest: LatestSeq,
     ) -> Result<(Vec<std::thread::JoinHandle<()>>, Option<ServerError>, Parts), ServerError> {
@@ -254,8 +266,8 @@ impl Wiring<'_> {
             mesh,
         };
         spawn_thread("ringwatch-registry", move || mirror.run())?;
-        if roles.ingest {
-            super::ingest::spawn(self.cfg, self.cluster, self.node)?;
+        if let Some(conns) = ingest {
+            super::ingest::spawn(conns, self.cluster, self.node)?;
         }
         Ok((
             threads,

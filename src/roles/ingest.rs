@@ -41,15 +41,32 @@ const RELAY_WINDOW: u64 = 10_000;
 /// Retry delay cap for a failing store or Redis.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// The ingest side's database connections, opened at start with the rest of the store (so a
+/// database that is away is waited for in one place, `waiting`).
+pub(super) struct IngestConns {
+    store: Box<dyn IngestStore>,
+    reader: Box<dyn StoreReader>,
+}
+
+/// Opens the ingest side's connections.
+pub(super) fn open(cfg: &Config) -> Result<IngestConns, ServerError> {
+    Ok(IngestConns {
+        store: store::open_ingest(&cfg.storage)?,
+        reader: store::open_reader(&cfg.storage)?,
+    })
+}
+
 /// Starts the ingest thread.
-pub(super) fn spawn(cfg: &Config, cluster: &ClusterConfig, node: &str) -> Result<(), ServerError> {
-    let store = store::open_ingest(&cfg.storage)?;
-    let reader = store::open_reader(&cfg.storage)?;
+pub(super) fn spawn(
+    conns: IngestConns,
+    cluster: &ClusterConfig,
+    node: &str,
+) -> Result<(), ServerError> {
     let mut ingest = Ingest {
         client: client(cluster)?,
         node: node.to_string(),
-        store,
-        reader,
+        store: conns.store,
+        reader: conns.reader,
         batch: cluster.batch,
         maxlen: cluster.stream_maxlen,
         claim_idle: cluster.claim_idle,

@@ -2,9 +2,9 @@
 //! `main`: it composes the shards, the store's writer and readers, the resolver and the signal
 //! handling into a running process.
 //!
-//! Today one role exists, `standalone` (every pipeline stage in this process, over SQLite);
-//! cluster roles cut the same pipeline at the seams of `pipeline::seam` and wire the cut ends
-//! to Redis Streams and PostgreSQL instead.
+//! `standalone` runs every pipeline stage in this process; `cluster` cuts the same pipeline at
+//! the seams of `pipeline::seam` and wires the cut ends to Redis Streams and PostgreSQL
+//! (`ingest` is its store-side stage). `waiting` holds start-up while the database is away.
 
 pub mod cluster;
 pub mod healthcheck;
@@ -12,5 +12,6 @@ mod ingest;
 pub mod instance;
 pub mod service_manager;
 pub mod standalone;
+mod waiting;
 
 pub use standalone::{shard_count, start, Running, ServerError};

@@ -4,6 +4,8 @@
 //!   by `systemctl reload` right after start then reloads instead of killing the process);
 //! - `RELOADING=1` with `MONOTONIC_USEC` when a SIGHUP reload starts, `READY=1` when it is done
 //!   (also when the new file was refused: the old config keeps running);
+//! - while the database is away at start, `EXTEND_TIMEOUT_USEC` before each wait, so the
+//!   start timeout does not kill a node that is waiting as designed (`waiting`);
 //! - `STOPPING=1` when shutdown begins (in-flight probes finish, the store drains);
 //! - a human-readable `STATUS=` with each, shown by `systemctl status`.
 //!
@@ -50,6 +52,18 @@ pub fn reload<T, E: std::fmt::Display>(reload: impl FnOnce() -> Result<T, E>) ->
     };
     send(&[NotifyState::Ready], &status);
     outcome
+}
+
+/// Start-up is waiting `wait` for the store: extends the start timeout past it.
+pub fn waiting(wait: std::time::Duration, reason: &str) {
+    // Headroom for the next attempt itself (a connect is bounded by storage.connect_timeout).
+    let usec = (wait + std::time::Duration::from_secs(60)).as_micros();
+    send(
+        &[NotifyState::ExtendTimeoutUsec(
+            u32::try_from(usec).unwrap_or(u32::MAX),
+        )],
+        &format!("starting: waiting for the store: {reason}"),
+    );
 }
 
 /// `STOPPING=1`: shutdown has begun.

@@ -60,6 +60,13 @@ pub enum ServerError {
     },
 }
 
+impl ServerError {
+    /// True when starting again later may succeed unchanged (the database was unreachable).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ServerError::Store(e) if e.is_transient())
+    }
+}
+
 /// Ring capacity between each pair of shards.
 pub(super) const MESH_CAPACITY: usize = 4096;
 
@@ -201,6 +208,8 @@ pub struct Running {
     pub(super) config_path: PathBuf,
     /// The address the shards listen on.
     pub listen: SocketAddr,
+    /// `listen` came from `--listen`, so the file's `server.listen` is not compared on reload.
+    pub(super) listen_from_flag: bool,
     /// A cluster node's transport threads and registry mirror (None standalone).
     pub(super) cluster: Option<super::cluster::Parts>,
 }
@@ -211,6 +220,8 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
     cfg.server.listen = concrete_listen_addr(cfg.server.listen)?;
     let lock = super::instance::InstanceLock::acquire(cfg.server.listen, &cfg.storage)?;
     let mesh = Mesh::new(n, MESH_CAPACITY);
+    // Standalone, an unreachable database ends start-up with one line (a process alone on a
+    // host is restarted by its supervisor); a cluster node waits for it (`waiting`).
     let mut backend = store::open(&cfg.storage)?;
     backend.sync_services(&cfg.services)?;
     let publisher = Box::new(MeshPublisher { mesh: mesh.clone() });
@@ -253,6 +264,7 @@ pub fn start(mut cfg: Config, config_path: &Path) -> Result<Running, ServerError
         writer: spawned.writer,
         config_path: config_path.to_path_buf(),
         listen: cfg.server.listen,
+        listen_from_flag: false,
         cluster: None,
     };
     if let Some(e) = failure {
@@ -325,6 +337,12 @@ pub(super) fn spawn_shards(
 }
 
 impl Running {
+    /// Marks `listen` as set by `run --listen`: a reload then ignores the file's address.
+    pub fn with_listen_flag(mut self) -> Self {
+        self.listen_from_flag = true;
+        self
+    }
+
     /// Sends `msg(shard)` to every shard from the control ring, retrying while a ring is full.
     pub(super) fn tell_all(&self, mut msg: impl FnMut(usize) -> ShardMsg) {
         let mesh = &self.shared.mesh;
@@ -345,7 +363,10 @@ impl Running {
     /// Re-reads the config file and reconciles config-defined services on every shard.
     pub fn reload(&self) -> Result<usize, ServerError> {
         let cfg = Config::load(&self.config_path)?;
-        if cfg.server.listen != self.listen && cfg.server.listen.port() != 0 {
+        if !self.listen_from_flag
+            && cfg.server.listen != self.listen
+            && cfg.server.listen.port() != 0
+        {
             tracing::warn!("server settings changed; they take effect after a restart");
         }
         let n = self.shared.mesh.shards();

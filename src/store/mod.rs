@@ -37,6 +37,15 @@ pub enum StoreError {
         /// Driver message.
         reason: String,
     },
+    /// The database server could not be reached (refused, timed out, starting up): worth
+    /// retrying, unlike `Open`, which a retry would not fix (wrong password, no database).
+    #[error("cannot reach store {what}: {reason}")]
+    Unreachable {
+        /// Path or URL.
+        what: String,
+        /// Driver message.
+        reason: String,
+    },
     /// A read or write failed.
     #[error("store {op} failed: {reason}")]
     Io {
@@ -45,6 +54,13 @@ pub enum StoreError {
         /// Driver message.
         reason: String,
     },
+}
+
+impl StoreError {
+    /// True when the same call may succeed later without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unreachable { .. })
+    }
 }
 
 /// A decided transition in its lane, with what its event needs once it is numbered.

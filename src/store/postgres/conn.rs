@@ -20,6 +20,33 @@ use tokio_postgres::{Client, NoTls};
 use crate::config::{PgConfig, PgHost};
 use crate::store::{StoreCounters, StoreError};
 
+/// Whether a failed connect is the server's absence rather than a refusal a retry would get
+/// again: no answer at all (refused, reset, unreachable), or the server saying it is starting,
+/// stopping or full.
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    match e.as_db_error() {
+        // A client-side failure is transient only when it is I/O (a missing password is not).
+        None => {
+            let mut src = std::error::Error::source(e);
+            while let Some(cause) = src {
+                if cause.is::<std::io::Error>() {
+                    return true;
+                }
+                src = cause.source();
+            }
+            e.is_closed()
+        }
+        Some(db) => [
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(db.code()),
+    }
+}
+
 /// A driver error as one line: the server's severity, message and SQLSTATE when the server
 /// answered, else the client's description with its cause.
 pub(super) fn describe(e: &tokio_postgres::Error) -> String {
@@ -178,12 +205,21 @@ impl Conn {
             .block_on(async { tokio::time::timeout(limit, connecting).await })
         {
             Ok(Ok(pair)) => pair,
+            Ok(Err(e)) if unreachable(&e) => {
+                return Err(StoreError::Unreachable {
+                    what: self.what.clone(),
+                    reason: describe(&e),
+                })
+            }
             Ok(Err(e)) => return Err(fail(describe(&e))),
             Err(_) => {
-                return Err(fail(format!(
-                    "no connection within {:?} (storage.connect_timeout)",
-                    self.connect_timeout
-                )))
+                return Err(StoreError::Unreachable {
+                    what: self.what.clone(),
+                    reason: format!(
+                        "no connection within {:?} (storage.connect_timeout)",
+                        self.connect_timeout
+                    ),
+                })
             }
         };
         let what = self.what.clone();

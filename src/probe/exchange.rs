@@ -10,11 +10,12 @@ use monoio::buf::IoBuf;
 use crate::model::Method;
 
 use super::clock::{phase_limit, Clock};
-use super::conn::Conn;
+use super::conn::{Conn, Dial};
 use super::error::io_error;
 use super::http1::{self, BodyDecoder, Framing, ResponseHead};
 use super::plan::Plan;
-use super::{ProbeError, Prober};
+use super::pool::PoolKey;
+use super::{ProbeError, ProbeReport, Prober};
 
 /// Body bytes read and discarded past the kept prefix to keep a connection reusable; beyond
 /// this (huge downloads, endless streams) we stop reading and close the connection instead.
@@ -41,7 +42,78 @@ pub(super) struct Exchange {
     pub(super) redirect: Option<Box<str>>,
 }
 
+/// Where one request goes: the pool entry it may reuse, and where to dial when none is idle.
+pub(super) struct Route<'a> {
+    /// The pool entry.
+    pub(super) key: PoolKey,
+    /// Where a new connection goes.
+    pub(super) to: Dial<'a>,
+    /// Now, for the pool's idle expiry.
+    pub(super) now: Instant,
+}
+
 impl Prober {
+    /// Sends the buffer `request` makes (once per attempt) on an idle pooled connection for `route` (or a new one) and reads the
+    /// response; the connection goes back to the pool when it may carry another request.
+    ///
+    /// A pooled connection the server already closed fails before any response byte; that says
+    /// nothing about the target, so the request is tried once more on a fresh connection.
+    /// `report.bytes` adds what this exchange read; `progress` holds what is still in flight
+    /// (none once this returns Ok), so the whole-probe timer never counts a byte twice.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send<B: IoBuf>(
+        &self,
+        plan: &Plan,
+        route: Route<'_>,
+        request: impl Fn() -> B,
+        method: Method,
+        clock: Clock<'_>,
+        report: &mut ProbeReport,
+        progress: &mut Progress,
+    ) -> Result<Exchange, ProbeError> {
+        let spec = &*plan.spec;
+        let pooled = self.pool.borrow_mut().take(&route.key, route.now);
+        let (mut conn, mut reused) = match pooled {
+            Some(conn) => (conn, true),
+            // Dialling (and the TLS handshake future inside it) is boxed: it is the cold path,
+            // and inlined it would make every probe task several KB larger to spawn and move.
+            None => (
+                Box::pin(self.open(spec, route.to, clock, report)).await?,
+                false,
+            ),
+        };
+        loop {
+            if reused {
+                self.reused.set(self.reused.get() + 1);
+            }
+            *progress = Progress::default();
+            report.reused = reused;
+            let res = self
+                .exchange(&mut conn, plan, request(), method, clock, progress)
+                .await;
+            report.bytes += progress.bytes;
+            report.status_code = progress.status;
+            if let Some(at) = progress.first_byte {
+                report.timings.first_byte = at.saturating_duration_since(clock.start);
+            }
+            match res {
+                Ok(ex) => {
+                    progress.bytes = 0;
+                    if ex.reusable {
+                        self.park(&route.key, conn);
+                    }
+                    return Ok(ex);
+                }
+                Err(ProbeError::Connection(_)) if reused && progress.bytes == 0 => {
+                    drop(conn);
+                    conn = Box::pin(self.open(spec, route.to, clock, report)).await?;
+                    reused = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Sends the request and reads the whole response (body bounded, rest discarded).
     ///
     /// `request` is the plan's own (`RequestBuf`) or a redirect hop's, sent with `method`

@@ -61,7 +61,7 @@ pub use self::error::ProbeError;
 
 use self::clock::Clock;
 use self::conn::{Conn, Dial, RequestBuf};
-use self::exchange::Progress;
+use self::exchange::{Progress, Route};
 use self::expect::expectations;
 use self::plan::{Hosts, Plan};
 use self::pool::{Pool, PoolKey};
@@ -272,52 +272,22 @@ impl Prober {
             addr,
             tls: tls_config.as_ref(),
         };
-        let pooled = self.pool.borrow_mut().take(&key, clock.start);
-        let (mut conn, mut reused) = match pooled {
-            Some(conn) => (conn, true),
-            // Dialling (and the TLS handshake future inside it) is boxed: it is the cold path,
-            // and inlined it would make every probe task several KB larger to spawn and move.
-            None => (Box::pin(self.open(spec, to, clock, report)).await?, false),
+        let route = Route {
+            key,
+            to,
+            now: clock.start,
         };
-        loop {
-            if reused {
-                self.reused.set(self.reused.get() + 1);
-            }
-            *progress = Progress::default();
-            report.reused = reused;
-            let request = RequestBuf(plan.clone());
-            let res = self
-                .exchange(&mut conn, plan, request, plan.method, clock, progress)
-                .await;
-            report.bytes = progress.bytes;
-            report.status_code = progress.status;
-            report.reused = reused;
-            if let Some(at) = progress.first_byte {
-                report.timings.first_byte = at.saturating_duration_since(clock.start);
-            }
-            match res {
-                Ok(ex) => {
-                    if ex.reusable {
-                        self.park(&key, conn);
-                    }
-                    // Only a redirect status with a Location carries one: the plan's setting
-                    // is read then, never on an ordinary response.
-                    return match ex.redirect {
-                        None => Ok(ex.body_ok),
-                        Some(to) => {
-                            self.redirected(plan, clock, report, progress, to, ex.body_ok)
-                                .await
-                        }
-                    };
-                }
-                // A pooled connection the server already closed fails before any response
-                // byte; that says nothing about the target, so try once on a fresh one.
-                Err(ProbeError::Connection(_)) if reused && progress.bytes == 0 => {
-                    drop(conn);
-                    conn = Box::pin(self.open(spec, to, clock, report)).await?;
-                    reused = false;
-                }
-                Err(e) => return Err(e),
+        let request = || RequestBuf(plan.clone());
+        let ex = self
+            .send(plan, route, request, plan.method, clock, report, progress)
+            .await?;
+        // Only a redirect status with a Location carries one: the plan's setting is read then,
+        // never on an ordinary response.
+        match ex.redirect {
+            None => Ok(ex.body_ok),
+            Some(to) => {
+                self.redirected(plan, clock, report, progress, to, ex.body_ok)
+                    .await
             }
         }
     }

@@ -29,7 +29,7 @@ use crate::model::{Method, Scheme, ServiceSpec, Target};
 
 use super::clock::Clock;
 use super::conn::Dial;
-use super::exchange::{Exchange, Progress};
+use super::exchange::{Exchange, Progress, Route};
 use super::http1::{self, RequestParts};
 use super::plan::Plan;
 use super::pool::PoolKey;
@@ -246,49 +246,22 @@ impl Prober {
             addr,
             tls: tls.as_ref(),
         };
-        let request = hop.encode(spec);
-        let pooled = self.pool.borrow_mut().take(&key, Instant::now());
-        let (mut conn, mut reused) = match pooled {
-            Some(conn) => (conn, true),
-            None => (Box::pin(self.open(spec, to, clock, report)).await?, false),
+        let route = Route {
+            key,
+            to,
+            now: Instant::now(),
         };
-        loop {
-            if reused {
-                self.reused.set(self.reused.get() + 1);
-            }
-            *progress = Progress::default();
-            report.reused = reused;
-            let res = self
-                .exchange(
-                    &mut conn,
-                    plan,
-                    request.clone(),
-                    hop.method,
-                    clock,
-                    progress,
-                )
-                .await;
-            report.bytes += progress.bytes;
-            report.status_code = progress.status;
-            if let Some(at) = progress.first_byte {
-                report.timings.first_byte = at.saturating_duration_since(clock.start);
-            }
-            match res {
-                Ok(ex) => {
-                    // Counted in `report.bytes` now.
-                    progress.bytes = 0;
-                    if ex.reusable {
-                        self.park(&key, conn);
-                    }
-                    return Ok(ex);
-                }
-                Err(ProbeError::Connection(_)) if reused && progress.bytes == 0 => {
-                    conn = Box::pin(self.open(spec, to, clock, report)).await?;
-                    reused = false;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let request = hop.encode(spec);
+        self.send(
+            plan,
+            route,
+            || request.clone(),
+            hop.method,
+            clock,
+            report,
+            progress,
+        )
+        .await
     }
 }
 

@@ -154,6 +154,13 @@ fn one_node_in_every_role_streams_stores_and_serves() {
     assert_eq!(v["status"], "up");
     assert!(rw.metric("ringwatch_cluster_lease_held") == 1.0);
     assert!(rw.metric("ringwatch_cluster_redis_up") == 1.0);
+    // The ingest thread counts into the node's counters (they read 0 when it kept its own).
+    assert!(rw.metric("ringwatch_cluster_results_ingested_total") > 0.0);
+    assert!(
+        rw.metric("ringwatch_cluster_transitions_committed_total") >= store.len() as f64,
+        "every stored transition was committed by this node's ingest"
+    );
+    assert!(rw.metric("ringwatch_cluster_events_published_total") > 0.0);
     assert!(rw.terminate().success());
     let _ = Path::new(".");
 }

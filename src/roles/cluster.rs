@@ -245,6 +245,9 @@ impl Wiring<'_> {
             routes,
         )?;
         let stopping = Arc::new(AtomicBool::new(false));
+        // The node's counters: the ingest thread counts into them too, so `/metrics` shows
+        // what it stored, committed and published.
+        let counters = link.counters.clone();
         let mesh = self.shared.mesh.clone();
         let sinks: Arc<dyn Sinks> = Arc::new(MeshSinks { mesh: mesh.clone() });
         let transport = Transport {
@@ -267,7 +270,7 @@ impl Wiring<'_> {
         };
         spawn_thread("ringwatch-registry", move || mirror.run())?;
         if let Some(conns) = ingest {
-            super::ingest::spawn(conns, self.cluster, self.node)?;
+            super::ingest::spawn(conns, self.cluster, self.node, counters)?;
         }
         Ok((
             threads,

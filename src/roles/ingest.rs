@@ -56,11 +56,12 @@ pub(super) fn open(cfg: &Config) -> Result<IngestConns, ServerError> {
     })
 }
 
-/// Starts the ingest thread.
+/// Starts the ingest thread, counting into the node's `counters` (rendered on `/metrics`).
 pub(super) fn spawn(
     conns: IngestConns,
     cluster: &ClusterConfig,
     node: &str,
+    counters: Arc<ClusterCounters>,
 ) -> Result<(), ServerError> {
     let mut ingest = Ingest {
         client: client(cluster)?,
@@ -70,7 +71,7 @@ pub(super) fn spawn(
         batch: cluster.batch,
         maxlen: cluster.stream_maxlen,
         claim_idle: cluster.claim_idle,
-        counters: Arc::new(ClusterCounters::default()),
+        counters,
         tags: HashMap::new(),
     };
     std::thread::Builder::new()

@@ -43,8 +43,11 @@ use crate::ws::ResultInterest;
 const DISPATCH_OUTBOX: usize = 262_144;
 /// Results a worker's shards may hand the results writer before it drains them.
 const RESULTS_OUTBOX: usize = 65_536;
-/// How often the registry mirror re-reads the API services.
+/// How often the registry mirror looks at the API services (a fingerprint query; the rows only
+/// when it moved).
 const REGISTRY_EVERY: Duration = Duration::from_secs(1);
+/// The mirror reads every row at least this often anyway (a backstop for the fingerprint).
+const REGISTRY_FULL_EVERY: Duration = Duration::from_secs(30);
 /// How long a stopping worker waits for its results to reach Redis.
 const DRAIN_BUDGET: Duration = Duration::from_secs(5);
 
@@ -393,6 +396,8 @@ impl Mirror {
     fn run(mut self) {
         let mut reader = None;
         let mut last: HashMap<ServiceId, ServiceSpec> = HashMap::new();
+        let mut seen: Option<String> = None;
+        let mut full_at = Instant::now();
         loop {
             let mut changed = false;
             while let Ok(c) = self.updates.try_recv() {
@@ -401,8 +406,21 @@ impl Mirror {
             }
             if reader.is_none() {
                 reader = store::open_reader(&self.storage).ok();
+                seen = None;
             }
             if let Some(r) = reader.as_ref() {
+                // Read before the rows, so a change made during the read shows next time.
+                let fp = r.services_fingerprint().ok().flatten();
+                let unchanged = !changed
+                    && fp.is_some()
+                    && fp == seen
+                    && full_at.elapsed() < REGISTRY_FULL_EVERY;
+                if unchanged {
+                    std::thread::sleep(REGISTRY_EVERY);
+                    continue;
+                }
+                seen = fp;
+                full_at = Instant::now();
                 match api_services(r.as_ref(), &self.config, &self.defaults, false) {
                     Ok(api) => {
                         let all = merged(&self.config, api);
@@ -416,6 +434,7 @@ impl Mirror {
                     Err(e) => {
                         tracing::warn!(error = %e, "registry mirror cannot read services");
                         reader = None;
+                        seen = None;
                     }
                 }
             }

@@ -196,6 +196,11 @@ pub trait StoreReader: Send {
     fn last_states(&self) -> Result<Vec<LastState>, StoreError>;
     /// The largest stored transition seq (0 when none).
     fn max_seq(&self) -> Result<u64, StoreError>;
+    /// A cheap value that changes whenever a registry row does, so a poller can skip reading
+    /// an unchanged registry; `None` when the backend has none (then read it all).
+    fn services_fingerprint(&self) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// A result arriving at cluster ingest, with what judging it needs.

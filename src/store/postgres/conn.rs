@@ -243,6 +243,13 @@ impl Conn {
         Ok(client)
     }
 
+    /// Connects if needed and names the live session: a number that changes with every new
+    /// connection, so what was prepared on an earlier one is known to be gone.
+    pub(super) fn session(&mut self) -> Result<u64, StoreError> {
+        self.connect()?;
+        Ok(self.connects)
+    }
+
     /// Runs `f` on the runtime with the connection's client, bounded by the query timeout.
     /// When the connection turns out to be closed (a server restart since the last call), it
     /// reconnects and runs `f` once more, so `f` must be safe to repeat: every statement of the

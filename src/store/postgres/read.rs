@@ -257,6 +257,20 @@ impl StoreReader for PgReader {
         self.count("read max seq", MAX_SEQ, &[])
     }
 
+    fn services_fingerprint(&self) -> Result<Option<String>, StoreError> {
+        // Every insert or update gives a row a new xmin (its transaction's id) and a deletion
+        // changes the count, so the pair moves on every change; the scan stays in the
+        // server (no rows sent, no specs parsed).
+        let fp = self.rows(
+            "read services fingerprint",
+            "SELECT count(*)::text || '/' || COALESCE(sum(xmin::text::int8), 0)::text
+             FROM services",
+            &[],
+            |r| r.try_get::<_, String>(0).map_err(|e| e.to_string()),
+        )?;
+        Ok(fp.into_iter().next())
+    }
+
     fn last_states(&self) -> Result<Vec<LastState>, StoreError> {
         // DISTINCT ON walks the (service_id, seq) index once, newest per service.
         self.rows(

@@ -469,6 +469,55 @@ fn ingest_judges_new_rows_once_in_order_and_numbers_from_the_counter() {
 }
 
 #[test]
+fn ingest_prepares_its_statements_again_on_a_new_connection() {
+    use crate::store::IngestStore;
+    let db = TestDb::new();
+    db.writer();
+    let mut ing = super::PgIngest::open(&db.cfg).expect("ingest");
+    let a = ServiceId::from_name("a");
+    let t0 = UnixMillis::now().0;
+    let first = ing.ingest(&[ingested(a, t0, true)]).expect("ingest");
+    assert_eq!(first.transitions.len(), 1);
+    let killed = db.scalar(&format!(
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        db.cfg.dbname
+    ));
+    assert!(killed >= 1, "killed {killed}");
+    // The batch that meets the dead connection fails (the role keeps it and retries); the
+    // retry connects again, prepares afresh and stores the batch once.
+    let batch = [ingested(a, t0 + 1000, false)];
+    let out = match ing.ingest(&batch) {
+        Ok(o) => o,
+        Err(_) => ing.ingest(&batch).expect("retry on a new connection"),
+    };
+    assert_eq!((out.new_rows, out.transitions.len()), (1, 1));
+    assert_eq!(out.transitions[0].seq, 2);
+    assert_eq!(db.reader().count_results(a).expect("count"), 2);
+}
+
+#[test]
+fn the_services_fingerprint_moves_with_every_registry_change_and_only_then() {
+    let db = TestDb::new();
+    let mut w = db.writer();
+    let r = db.reader();
+    let fp = || r.services_fingerprint().expect("fp").expect("postgres has one");
+    let empty = fp();
+    let api = spec("delta", Source::Api);
+    w.upsert_api_service(&api).expect("upsert");
+    let added = fp();
+    assert_ne!(added, empty, "insert");
+    assert_eq!(fp(), added, "nothing changed");
+    let mut changed = api.clone();
+    changed.url = "http://127.0.0.1:9/other".into();
+    w.upsert_api_service(&changed).expect("update");
+    let updated = fp();
+    assert_ne!(updated, added, "update");
+    w.delete_api_service(api.id).expect("delete");
+    assert_ne!(fp(), updated, "delete");
+}
+
+#[test]
 fn two_ingests_racing_on_the_same_services_decide_each_change_once() {
     use crate::store::IngestStore;
     let db = TestDb::new();

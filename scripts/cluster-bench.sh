@@ -161,30 +161,37 @@ stop_nodes() {
   NODES=()
 }
 
+# sample TOTALS CPU STORED_METRIC: counters summed over the nodes and the servers' figures
+# into the associative array TOTALS (p probes, s stored, e expired, r Redis CPU, g PostgreSQL
+# CPU, x PostgreSQL commits, k Redis commands), each node's CPU into CPU.
+sample() {
+  local -n totals=$1 cpu=$2
+  local n port p=0 s=0 e=0
+  for n in "${NODES[@]}"; do
+    port=${NODE_PORT[${n%%:*}]}
+    p=$((p + $(metric_sum "$port" ringwatch_probes_total)))
+    s=$((s + $(metric_sum "$port" "$3")))
+    e=$((e + $(metric_sum "$port" ringwatch_cluster_jobs_expired_total)))
+    cpu[$n]=$(cpu_ms "${n##*:}")
+  done
+  totals=([p]=$p [s]=$s [e]=$e [r]=$(cpu_ms "$redis_pid") [g]=$(pg_cpu_ms) [x]=$(pg_commits)
+    [k]=$(redis_cmds))
+}
+
 measure() { # measure CASE WS_PORT STORED_METRIC
-  local name=$1 ws=$2 stored=$3 n p0=0 p1=0 s0=0 s1=0 e0=0 e1=0 r0 r1 g0 g1 x0 x1 k0 k1
-  declare -A c0 c1
+  local name=$1 ws=$2 stored=$3 n
+  declare -A a0 a1 c0 c1
   sleep "$SETTLE"
   "$LT" swarm --server "127.0.0.1:$ws" --clients "$CLIENTS" --source 127.0.40.1 --sources 4 \
     --warmup 1 --duration "$WINDOW" >"$WORK/swarm.out" 2>>"$WORK/logs/swarm.log" &
   local sw=$!
   sleep 1.5 # connected and warmed up: the window starts
-  for n in "${NODES[@]}"; do
-    p0=$((p0 + $(metric_sum "${NODE_PORT[${n%%:*}]}" ringwatch_probes_total)))
-    s0=$((s0 + $(metric_sum "${NODE_PORT[${n%%:*}]}" "$stored")))
-    e0=$((e0 + $(metric_sum "${NODE_PORT[${n%%:*}]}" ringwatch_cluster_jobs_expired_total)))
-    c0[$n]=$(cpu_ms "${n##*:}")
-  done
-  r0=$(cpu_ms "$redis_pid"); g0=$(pg_cpu_ms); x0=$(pg_commits); k0=$(redis_cmds)
+  sample a0 c0 "$stored"
   sleep "$WINDOW"
-  for n in "${NODES[@]}"; do
-    p1=$((p1 + $(metric_sum "${NODE_PORT[${n%%:*}]}" ringwatch_probes_total)))
-    s1=$((s1 + $(metric_sum "${NODE_PORT[${n%%:*}]}" "$stored")))
-    e1=$((e1 + $(metric_sum "${NODE_PORT[${n%%:*}]}" ringwatch_cluster_jobs_expired_total)))
-    c1[$n]=$(cpu_ms "${n##*:}")
-  done
-  r1=$(cpu_ms "$redis_pid"); g1=$(pg_cpu_ms); x1=$(pg_commits); k1=$(redis_cmds)
+  sample a1 c1 "$stored"
   wait "$sw" || true
+  local p0=${a0[p]} p1=${a1[p]} s0=${a0[s]} s1=${a1[s]} e0=${a0[e]} e1=${a1[e]} r0=${a0[r]} \
+    r1=${a1[r]} g0=${a0[g]} g1=${a1[g]} x0=${a0[x]} x1=${a1[x]} k0=${a0[k]} k1=${a1[k]}
   local probes=$((p1 - p0)) rw_cpu=0 roles="" lag
   for n in "${NODES[@]}"; do
     rw_cpu=$((rw_cpu + ${c1[$n]} - ${c0[$n]}))

@@ -2,7 +2,7 @@
 //! Streams and PostgreSQL, in the roles this node plays.
 //!
 //! Every node keeps a mirror of the service registry in its shards (config services from its
-//! own file, API services from PostgreSQL, refreshed every second), so the REST API, WebSocket
+//! own file, API services from PostgreSQL, looked at every second), so the REST API, WebSocket
 //! snapshots and per-service metrics work on any node, and it follows the events stream so its
 //! view of each service's status is current. On top of that:
 //! - **scheduler**: the shards plan every slot on each service's fixed grid and hand the due

@@ -81,6 +81,15 @@ impl TestDb {
         .expect(sql)
     }
 
+    /// Terminates every other session on this database; returns how many.
+    fn kill_other_sessions(&self) -> i64 {
+        self.scalar(&format!(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            self.cfg.dbname
+        ))
+    }
+
     /// Day numbers of the `results` partitions.
     fn partition_days(&self) -> Vec<i64> {
         let mut c = Conn::new(&self.cfg).expect("conn");
@@ -378,11 +387,7 @@ fn writer_and_reader_reconnect_after_their_backends_are_killed() {
     let now = UnixMillis::now().0;
     w.append(&[Record::Result(result(a, now))]).expect("append");
     assert_eq!(r.count_results(a).expect("count"), 1);
-    let killed = db.scalar(&format!(
-        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
-         WHERE datname = '{}' AND pid <> pg_backend_pid()",
-        db.cfg.dbname
-    ));
+    let killed = db.kill_other_sessions();
     assert!(killed >= 2, "killed {killed}");
     // Both notice on their next statement, reconnect and run it once more.
     w.append(&[Record::Result(result(a, now + 1))])
@@ -478,11 +483,7 @@ fn ingest_prepares_its_statements_again_on_a_new_connection() {
     let t0 = UnixMillis::now().0;
     let first = ing.ingest(&[ingested(a, t0, true)]).expect("ingest");
     assert_eq!(first.transitions.len(), 1);
-    let killed = db.scalar(&format!(
-        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
-         WHERE datname = '{}' AND pid <> pg_backend_pid()",
-        db.cfg.dbname
-    ));
+    let killed = db.kill_other_sessions();
     assert!(killed >= 1, "killed {killed}");
     // The batch that meets the dead connection fails (the role keeps it and retries); the
     // retry connects again, prepares afresh and stores the batch once.
@@ -501,7 +502,11 @@ fn the_services_fingerprint_moves_with_every_registry_change_and_only_then() {
     let db = TestDb::new();
     let mut w = db.writer();
     let r = db.reader();
-    let fp = || r.services_fingerprint().expect("fp").expect("postgres has one");
+    let fp = || {
+        r.services_fingerprint()
+            .expect("fp")
+            .expect("postgres has one")
+    };
     let empty = fp();
     let api = spec("delta", Source::Api);
     w.upsert_api_service(&api).expect("upsert");

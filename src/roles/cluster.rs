@@ -415,26 +415,23 @@ impl Mirror {
                     && fp.is_some()
                     && fp == seen
                     && full_at.elapsed() < REGISTRY_FULL_EVERY;
-                if unchanged {
-                    std::thread::sleep(REGISTRY_EVERY);
-                    continue;
-                }
-                seen = fp;
-                full_at = Instant::now();
-                match api_services(r.as_ref(), &self.config, &self.defaults, false) {
-                    Ok(api) => {
-                        let all = merged(&self.config, api);
-                        let now: HashMap<ServiceId, ServiceSpec> =
-                            all.into_iter().map(|s| (s.id, s)).collect();
-                        if changed || now != last {
-                            self.tell(&now);
-                            last = now;
+                if !unchanged {
+                    seen = fp;
+                    full_at = Instant::now();
+                    match api_services(r.as_ref(), &self.config, &self.defaults, false) {
+                        Ok(api) => {
+                            let all = merged(&self.config, api);
+                            let now: HashMap<ServiceId, ServiceSpec> =
+                                all.into_iter().map(|s| (s.id, s)).collect();
+                            if changed || now != last {
+                                self.tell(&now);
+                                last = now;
+                            }
                         }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "registry mirror cannot read services");
-                        reader = None;
-                        seen = None;
+                        Err(e) => {
+                            tracing::warn!(error = %e, "registry mirror cannot read services");
+                            reader = None;
+                        }
                     }
                 }
             }

@@ -104,7 +104,7 @@ const STATE_TYPES: &[Type] = &[
 
 /// The transaction's statements, prepared once per connection: parsed and planned once, and
 /// one round trip each per batch instead of two (measured in perf.md, "Cluster").
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct Statements {
     insert_results: Statement,
     init_state: Statement,
@@ -165,12 +165,6 @@ impl PgIngest {
         })?;
         self.statements = Some((session, st.clone()));
         Ok(st)
-    }
-}
-
-impl std::fmt::Debug for Statements {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Statements")
     }
 }
 
